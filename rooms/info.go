@@ -1,0 +1,37 @@
+package rooms
+
+// Grants are the permissions a participant's token gives it.
+type Grants struct {
+	Publish   bool `json:"publish"`
+	Subscribe bool `json:"subscribe"`
+	Data      bool `json:"data"`
+	Admin     bool `json:"admin"`
+}
+
+// Track sources.
+const (
+	SourceCamera      = "camera"
+	SourceMicrophone  = "microphone"
+	SourceScreen      = "screen"
+	SourceScreenAudio = "screen_audio"
+)
+
+// TrackInfo describes a published track.
+type TrackInfo struct {
+	SID string `json:"sid"`
+	// CID is the publisher's own MediaStreamTrack id for this track.
+	CID    string `json:"cid"`
+	Kind   string `json:"kind"` // audio or video
+	Source string `json:"source"`
+	Muted  bool   `json:"muted"`
+	Codec  string `json:"codec"` // e.g. video/VP8
+}
+
+// ParticipantInfo describes a participant in a room.
+type ParticipantInfo struct {
+	SID      string      `json:"sid"`
+	Identity string      `json:"identity"`
+	Name     string      `json:"name"`
+	JoinedAt int64       `json:"joined_at"` // unix milliseconds
+	Tracks   []TrackInfo `json:"tracks"`
+}

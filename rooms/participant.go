@@ -1,0 +1,258 @@
+package rooms
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-rtc/parley/sfu"
+)
+
+// TrackDesc is what the client says about a track in its publisher offer.
+type TrackDesc struct {
+	TrackID string // MediaStreamTrack id (msid)
+	Source  string
+	Muted   bool
+}
+
+type published struct {
+	t    *sfu.Track
+	info TrackInfo
+}
+
+// Participant is one session in a room. Its methods are called by the
+// signaling connection that owns it, one at a time.
+type Participant struct {
+	sid, identity, name string
+	grants              Grants
+	joinedAt            time.Time
+	maxTracks           int
+	room                *Room
+	sink                Sink
+	log                 *slog.Logger
+
+	pub *sfu.Publisher
+	sub *sfu.Subscriber
+
+	mu     sync.Mutex
+	tracks map[string]*published // by sid
+	descs  map[string]TrackDesc  // by client track id, from the last offer
+	left   atomic.Bool
+}
+
+// SID is the server's id of this session.
+func (p *Participant) SID() string { return p.sid }
+
+// Room is the name of p's room.
+func (p *Participant) Room() string { return p.room.name }
+
+// Identity from the token.
+func (p *Participant) Identity() string { return p.identity }
+
+// Info is a snapshot for the wire.
+func (p *Participant) Info() ParticipantInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info := ParticipantInfo{SID: p.sid, Identity: p.identity, Name: p.name, JoinedAt: p.joinedAt.UnixMilli(), Tracks: []TrackInfo{}}
+	for _, pt := range p.tracks {
+		info.Tracks = append(info.Tracks, pt.info)
+	}
+	return info
+}
+
+func (p *Participant) connect(e *sfu.Engine, timeout time.Duration) error {
+	var err error
+	p.pub, err = e.NewPublisher(sfu.PeerEvents{
+		Answer:    func(sdp string) { p.sink.Send(Answer{SDP: sdp}) },
+		Candidate: func(c *webrtc.ICECandidateInit) { p.sink.Send(Candidate{Target: TargetPublisher, Candidate: c}) },
+		Track:     p.onTrack,
+		Failed:    func(err error) { go p.fail("publisher_failed", err) },
+	}, p.log.With("pc", "publisher"))
+	if err != nil {
+		return fmt.Errorf("rooms: publisher connection: %w", err)
+	}
+	p.sub, err = e.NewSubscriber(sfu.PeerEvents{
+		Offer:     func(sdp string, mids map[string]string) { p.sink.Send(Offer{SDP: sdp, Mids: mids}) },
+		Candidate: func(c *webrtc.ICECandidateInit) { p.sink.Send(Candidate{Target: TargetSubscriber, Candidate: c}) },
+		Failed:    func(err error) { go p.fail("subscriber_failed", err) },
+	}, timeout, p.log.With("pc", "subscriber"))
+	if err != nil {
+		_ = p.pub.Close()
+		return fmt.Errorf("rooms: subscriber connection: %w", err)
+	}
+	return nil
+}
+
+func (p *Participant) fail(reason string, err error) {
+	if p.left.Load() {
+		return
+	}
+	p.log.Warn("participant connection failed", "reason", reason, "err", err)
+	p.sink.Send(Closed{Reason: reason, Err: err})
+	p.Leave(reason)
+}
+
+// onTrack is called by the publisher connection for each new track.
+func (p *Participant) onTrack(t *sfu.Track) {
+	p.mu.Lock()
+	if p.left.Load() || len(p.tracks) >= p.maxTracks {
+		p.mu.Unlock()
+		t.Close()
+		p.log.Warn("track refused", "cid", t.CID(), "limit", p.maxTracks)
+		return
+	}
+	desc, ok := p.descs[t.CID()]
+	if !ok {
+		desc = TrackDesc{TrackID: t.CID(), Source: SourceMicrophone}
+		if t.Kind() == webrtc.RTPCodecTypeVideo {
+			desc.Source = SourceCamera
+		}
+	}
+	sid := newID("TR_")
+	info := TrackInfo{SID: sid, CID: t.CID(), Kind: t.Kind().String(), Source: desc.Source, Muted: desc.Muted, Codec: t.Codec().MimeType}
+	pt := &published{t: t, info: info}
+	t.Start(sid)
+	if desc.Muted {
+		t.SetMuted(true)
+	}
+	p.tracks[sid] = pt
+	p.mu.Unlock()
+	p.log.Info("track published", "track", sid, "kind", info.Kind, "source", info.Source, "codec", info.Codec)
+	p.room.publish(p, pt)
+	go func() {
+		<-t.Done()
+		_ = p.Unpublish(sid)
+	}()
+}
+
+func (p *Participant) publishedTracks() []*published {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*published, 0, len(p.tracks))
+	for _, pt := range p.tracks {
+		out = append(out, pt)
+	}
+	return out
+}
+
+func (p *Participant) takeTracks() []*published {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*published, 0, len(p.tracks))
+	for sid, pt := range p.tracks {
+		out = append(out, pt)
+		delete(p.tracks, sid)
+	}
+	return out
+}
+
+// HandleOffer applies a publisher offer. descs describes every track the
+// offer sends; tracks published before and missing now are unpublished.
+func (p *Participant) HandleOffer(sdp string, descs []TrackDesc) error {
+	if !p.grants.Publish {
+		return fmt.Errorf("%w: publish", ErrPermission)
+	}
+	if len(descs) > p.maxTracks {
+		return fmt.Errorf("%w: %d tracks, the limit is %d", ErrTooManyTracks, len(descs), p.maxTracks)
+	}
+	byCID := make(map[string]TrackDesc, len(descs))
+	for _, d := range descs {
+		switch d.Source {
+		case SourceCamera, SourceMicrophone, SourceScreen, SourceScreenAudio:
+		default:
+			return fmt.Errorf("%w: track %q has unknown source %q", ErrBadDescription, d.TrackID, d.Source)
+		}
+		byCID[d.TrackID] = d
+	}
+	var gone []string
+	p.mu.Lock()
+	p.descs = byCID
+	for sid, pt := range p.tracks {
+		if _, ok := byCID[pt.info.CID]; !ok {
+			gone = append(gone, sid)
+		}
+	}
+	p.mu.Unlock()
+	for _, sid := range gone {
+		_ = p.Unpublish(sid)
+	}
+	return p.pub.HandleOffer(sdp)
+}
+
+// HandleAnswer applies the client's answer to the subscriber offer.
+func (p *Participant) HandleAnswer(sdp string) error { return p.sub.HandleAnswer(sdp) }
+
+// AddCandidate adds a remote candidate to the named connection.
+func (p *Participant) AddCandidate(target string, c webrtc.ICECandidateInit) error {
+	switch target {
+	case TargetPublisher:
+		return p.pub.AddCandidate(c)
+	case TargetSubscriber:
+		return p.sub.AddCandidate(c)
+	}
+	return ErrBadTarget
+}
+
+// SetMuted mutes or unmutes one of p's tracks for everybody.
+func (p *Participant) SetMuted(sid string, muted bool) error {
+	p.mu.Lock()
+	pt, ok := p.tracks[sid]
+	if ok {
+		pt.info.Muted = muted
+		pt.t.SetMuted(muted)
+	}
+	p.mu.Unlock()
+	if !ok {
+		return ErrUnknownTrack
+	}
+	p.room.broadcast(TrackMuted{ParticipantSID: p.sid, TrackSID: sid, Muted: muted})
+	return nil
+}
+
+// Unpublish ends one of p's tracks.
+func (p *Participant) Unpublish(sid string) error {
+	p.mu.Lock()
+	pt, ok := p.tracks[sid]
+	delete(p.tracks, sid)
+	p.mu.Unlock()
+	if !ok {
+		return ErrUnknownTrack
+	}
+	pt.t.Close()
+	p.room.unpublish(p, sid)
+	p.log.Info("track unpublished", "track", sid)
+	return nil
+}
+
+// Leave takes p out of its room and closes its connections. Safe to call
+// more than once.
+func (p *Participant) Leave(reason string) { p.leave(reason) }
+
+func (p *Participant) leave(reason string) {
+	if p.left.Swap(true) {
+		return
+	}
+	r := p.room
+	r.mu.Lock()
+	r.removeLocked(p, reason)
+	r.mu.Unlock()
+	p.closePeers()
+	r.mgr.dropIfEmpty(r)
+	p.log.Info("participant left", "reason", reason)
+}
+
+func (p *Participant) closePeers() {
+	for _, pt := range p.takeTracks() {
+		pt.t.Close()
+	}
+	if p.sub != nil {
+		_ = p.sub.Close()
+	}
+	if p.pub != nil {
+		_ = p.pub.Close()
+	}
+}

@@ -1,0 +1,139 @@
+package rooms
+
+import (
+	"sync"
+	"time"
+)
+
+// Room is a set of participants who receive each other's tracks.
+type Room struct {
+	name    string
+	mgr     *Manager
+	created time.Time
+
+	mu    sync.Mutex // lock order: Room.mu before Participant.mu
+	parts map[string]*Participant
+}
+
+// Name of the room.
+func (r *Room) Name() string { return r.name }
+
+// Participants returns a snapshot of the room.
+func (r *Room) Participants() []ParticipantInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]ParticipantInfo, 0, len(r.parts))
+	for _, p := range r.parts {
+		out = append(out, p.Info())
+	}
+	return out
+}
+
+func streamID(owner *Participant, source string) string {
+	if source == SourceScreen || source == SourceScreenAudio {
+		return owner.sid + "|screen"
+	}
+	return owner.sid + "|camera"
+}
+
+// add puts p in the room, sends it Joined, tells the others and subscribes
+// p to every published track. It returns the older session of the same
+// identity, already removed from the room, for the caller to close.
+func (r *Room) add(p *Participant, max int) (*Participant, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var old *Participant
+	for _, x := range r.parts {
+		if x.identity == p.identity {
+			old = x
+		}
+	}
+	n := len(r.parts)
+	if old != nil {
+		n--
+	}
+	if n >= max {
+		return nil, ErrRoomFull
+	}
+	if old != nil {
+		r.removeLocked(old, "duplicate_identity")
+	}
+	others := make([]ParticipantInfo, 0, len(r.parts))
+	for _, x := range r.parts {
+		others = append(others, x.Info())
+	}
+	r.parts[p.sid] = p
+	p.sink.Send(Joined{Self: p.Info(), Others: others, Grants: p.grants})
+	info := p.Info()
+	for _, x := range r.parts {
+		if x == p {
+			continue
+		}
+		x.sink.Send(ParticipantJoined{Participant: info})
+		if p.grants.Subscribe {
+			for _, pt := range x.publishedTracks() {
+				p.sub.AddTrack(pt.t, streamID(x, pt.info.Source))
+			}
+		}
+	}
+	return old, nil
+}
+
+// publish forwards a new track of p to everyone else and announces it.
+func (r *Room) publish(p *Participant, pt *published) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.parts[p.sid] != p {
+		return
+	}
+	for _, x := range r.parts {
+		if x != p && x.grants.Subscribe {
+			x.sub.AddTrack(pt.t, streamID(p, pt.info.Source))
+		}
+		x.sink.Send(TrackPublished{ParticipantSID: p.sid, Track: pt.info})
+	}
+}
+
+// unpublish stops forwarding a track of p and announces it.
+func (r *Room) unpublish(p *Participant, sid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.parts[p.sid] != p {
+		return
+	}
+	for _, x := range r.parts {
+		if x != p {
+			x.sub.RemoveTrack(sid)
+		}
+		x.sink.Send(TrackUnpublished{ParticipantSID: p.sid, TrackSID: sid})
+	}
+}
+
+// broadcast sends ev to everyone in the room.
+func (r *Room) broadcast(ev any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, x := range r.parts {
+		x.sink.Send(ev)
+	}
+}
+
+// removeLocked takes p out of the room: its tracks end for everybody and
+// the others are told it left.
+func (r *Room) removeLocked(p *Participant, reason string) {
+	if r.parts[p.sid] != p {
+		return
+	}
+	delete(r.parts, p.sid)
+	tracks := p.takeTracks()
+	for _, x := range r.parts {
+		for _, pt := range tracks {
+			x.sub.RemoveTrack(pt.info.SID)
+			x.sink.Send(TrackUnpublished{ParticipantSID: p.sid, TrackSID: pt.info.SID})
+		}
+		x.sink.Send(ParticipantLeft{SID: p.sid, Identity: p.identity, Reason: reason})
+	}
+	for _, pt := range tracks {
+		pt.t.Close()
+	}
+}

@@ -1,0 +1,113 @@
+// Package sfu forwards RTP between pion peer connections without decoding.
+//
+// A participant has two peer connections: a Publisher, on which the client
+// offers its own tracks, and a Subscriber, on which the server offers the
+// tracks of everybody else. Every incoming track is a Track with one read loop;
+// every outgoing copy of it is a DownTrack with its own queue and writer, so
+// a slow subscriber never delays the others.
+package sfu
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+)
+
+// Config configures the media side of the server.
+type Config struct {
+	// UDPPort is the one UDP port every peer's media is multiplexed on.
+	// 0 picks a free port (tests).
+	UDPPort int
+	// ListenIP binds the UDP port to one address; empty means all.
+	ListenIP string
+	// PublicIPs are put in host candidates instead of the interface
+	// addresses (1:1 NAT, e.g. a cloud VM's public address).
+	PublicIPs []string
+	// IncludeLoopback gathers loopback candidates (local development, tests).
+	IncludeLoopback bool
+}
+
+// Validate checks the config and names the first bad key.
+func (c *Config) Validate() error {
+	if c.UDPPort < 0 || c.UDPPort > 65535 {
+		return fmt.Errorf("%w: rtc.udp_port: %d is not a port (0-65535)", ErrBadConfig, c.UDPPort)
+	}
+	if c.ListenIP != "" && net.ParseIP(c.ListenIP) == nil {
+		return fmt.Errorf("%w: rtc.listen_ip: %q is not an IP address", ErrBadConfig, c.ListenIP)
+	}
+	for _, ip := range c.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("%w: rtc.public_ips: %q is not an IP address", ErrBadConfig, ip)
+		}
+	}
+	return nil
+}
+
+// Engine holds what all peer connections share: the UDP socket and settings.
+type Engine struct {
+	cfg  Config
+	log  *slog.Logger
+	conn *net.UDPConn
+	mux  *ice.UDPMuxDefault
+}
+
+// NewEngine opens the media UDP port.
+func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	addr := &net.UDPAddr{Port: cfg.UDPPort}
+	if cfg.ListenIP != "" {
+		addr.IP = net.ParseIP(cfg.ListenIP)
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("sfu: cannot open media port udp %s (rtc.udp_port; is another server using it?): %w", addr, err)
+	}
+	_ = conn.SetReadBuffer(4 << 20)
+	_ = conn.SetWriteBuffer(4 << 20)
+	mux := ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn})
+	return &Engine{cfg: cfg, log: log, conn: conn, mux: mux}, nil
+}
+
+// UDPAddr is the address of the media port.
+func (e *Engine) UDPAddr() net.Addr { return e.conn.LocalAddr() }
+
+// Close closes the media port. Peer connections must be closed first.
+func (e *Engine) Close() error { return e.mux.Close() }
+
+// newPeerConnection builds a peer connection with its own media engine and
+// interceptor registry (NACK, RTCP reports, TWCC).
+func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	se.SetICEUDPMux(e.mux)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	if len(e.cfg.PublicIPs) > 0 {
+		se.SetNAT1To1IPs(e.cfg.PublicIPs, webrtc.ICECandidateTypeHost)
+	}
+	if e.cfg.ListenIP != "" {
+		want := net.ParseIP(e.cfg.ListenIP)
+		se.SetIPFilter(func(ip net.IP) bool { return want.IsUnspecified() || ip.Equal(want) })
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	return api.NewPeerConnection(webrtc.Configuration{SDPSemantics: webrtc.SDPSemanticsUnifiedPlan})
+}

@@ -1,0 +1,13 @@
+package sfu
+
+import "errors"
+
+// Sentinel errors returned by the sfu package.
+var (
+	ErrBadSDP             = errors.New("sfu: SDP could not be applied")
+	ErrClosed             = errors.New("sfu: peer connection is closed")
+	ErrNotNegotiated      = errors.New("sfu: no offer is waiting for an answer")
+	ErrBadCandidate       = errors.New("sfu: ICE candidate could not be added")
+	ErrBadConfig          = errors.New("sfu: bad config")
+	ErrNegotiationTimeout = errors.New("sfu: the client did not answer the offer in time")
+)

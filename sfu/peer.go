@@ -1,0 +1,408 @@
+package sfu
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// PeerEvents are what a peer connection tells its owner. Every callback must
+// return quickly (post to a queue); they are called in the order the client
+// must see them: an answer or offer always before its candidates.
+type PeerEvents struct {
+	// Answer is the publisher connection's SDP answer.
+	Answer func(sdp string)
+	// Offer is a subscriber connection offer; mids maps mid -> track sid.
+	Offer func(sdp string, mids map[string]string)
+	// Candidate is a local ICE candidate; nil ends gathering.
+	Candidate func(c *webrtc.ICECandidateInit)
+	// Track is a new incoming track on the publisher connection.
+	Track func(t *Track)
+	// Failed reports that the connection failed or negotiation timed out.
+	Failed func(err error)
+}
+
+// candidateGate holds local candidates until the description they belong to
+// has been handed to the owner, so the client never gets a candidate first.
+type candidateGate struct {
+	mu   sync.Mutex
+	open bool
+	held []*webrtc.ICECandidateInit
+	emit func(*webrtc.ICECandidateInit)
+}
+
+func (g *candidateGate) push(c *webrtc.ICECandidate) {
+	var init *webrtc.ICECandidateInit
+	if c != nil {
+		i := c.ToJSON()
+		init = &i
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.open {
+		g.held = append(g.held, init)
+		return
+	}
+	g.emit(init)
+}
+
+func (g *candidateGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open {
+		return
+	}
+	g.open = true
+	for _, c := range g.held {
+		g.emit(c)
+	}
+	g.held = nil
+}
+
+// remoteCandidates holds candidates that arrive before the remote
+// description they belong to (a client may trickle before its offer lands).
+type remoteCandidates struct {
+	mu   sync.Mutex
+	held []webrtc.ICECandidateInit
+}
+
+const maxHeldCandidates = 64
+
+func (r *remoteCandidates) add(pc *webrtc.PeerConnection, c webrtc.ICECandidateInit) error {
+	r.mu.Lock()
+	if pc.RemoteDescription() == nil {
+		defer r.mu.Unlock()
+		if len(r.held) >= maxHeldCandidates {
+			return fmt.Errorf("%w: too many candidates before the session description", ErrBadCandidate)
+		}
+		r.held = append(r.held, c)
+		return nil
+	}
+	r.mu.Unlock()
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadCandidate, err)
+	}
+	return nil
+}
+
+// flush applies held candidates; call after SetRemoteDescription.
+func (r *remoteCandidates) flush(pc *webrtc.PeerConnection, log *slog.Logger) {
+	r.mu.Lock()
+	held := r.held
+	r.held = nil
+	r.mu.Unlock()
+	for _, c := range held {
+		if err := pc.AddICECandidate(c); err != nil {
+			log.Debug("held candidate refused", "err", err)
+		}
+	}
+}
+
+func watchState(pc *webrtc.PeerConnection, log *slog.Logger, failed func(error)) {
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		log.Debug("peer connection state", "state", s.String())
+		if s == webrtc.PeerConnectionStateFailed && failed != nil {
+			failed(fmt.Errorf("%w: ICE or DTLS failed", ErrClosed))
+		}
+	})
+}
+
+// Publisher is the connection on which the client sends its tracks; the
+// client offers, the server answers.
+type Publisher struct {
+	pc   *webrtc.PeerConnection
+	ev   PeerEvents
+	log  *slog.Logger
+	gate candidateGate
+	rc   remoteCandidates
+	mu   sync.Mutex // serializes negotiation
+}
+
+// NewPublisher makes the publisher connection of one participant.
+func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, error) {
+	pc, err := e.newPeerConnection()
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{pc: pc, ev: ev, log: log}
+	p.gate.emit = ev.Candidate
+	pc.OnICECandidate(p.gate.push)
+	watchState(pc, log, ev.Failed)
+	pc.OnTrack(func(remote *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		var pli func()
+		if remote.Kind() == webrtc.RTPCodecTypeVideo {
+			pli = pliSender(pc, remote.SSRC())
+		}
+		t := newTrack(remote.ID(), remote.Kind(), remote.Codec().RTPCodecCapability, pli, log)
+		t.remote = remote
+		if ev.Track != nil {
+			ev.Track(t)
+		} else {
+			t.Close()
+		}
+	})
+	return p, nil
+}
+
+// HandleOffer applies the client's offer and emits the answer.
+func (p *Publisher) HandleOffer(sdp string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSDP, err)
+	}
+	p.rc.flush(p.pc, p.log)
+	answer, err := p.pc.CreateAnswer(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSDP, err)
+	}
+	if err := p.pc.SetLocalDescription(answer); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSDP, err)
+	}
+	p.ev.Answer(p.pc.LocalDescription().SDP)
+	p.gate.release()
+	return nil
+}
+
+// AddCandidate adds a remote ICE candidate.
+func (p *Publisher) AddCandidate(c webrtc.ICECandidateInit) error {
+	return p.rc.add(p.pc, c)
+}
+
+// Close closes the connection; its tracks end.
+func (p *Publisher) Close() error { return p.pc.GracefulClose() }
+
+// Subscriber is the connection on which the server sends other
+// participants' tracks; the server offers, the client answers. Only one
+// offer is outstanding at a time; changes made meanwhile are sent in the next.
+type Subscriber struct {
+	pc      *webrtc.PeerConnection
+	ev      PeerEvents
+	log     *slog.Logger
+	timeout time.Duration
+	gate    candidateGate
+	rc      remoteCandidates
+
+	opMu      sync.Mutex
+	ops       []subOp
+	scheduled bool
+
+	mu       sync.Mutex
+	closed   bool
+	awaiting bool
+	pending  bool
+	timer    *time.Timer
+	downs    map[string]*DownTrack
+	senders  map[string]*webrtc.RTPSender
+}
+
+// NewSubscriber makes the subscriber connection of one participant. An offer
+// not answered within timeout fails the connection (ev.Failed).
+func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.Logger) (*Subscriber, error) {
+	pc, err := e.newPeerConnection()
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout,
+		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{}}
+	s.gate.emit = ev.Candidate
+	pc.OnICECandidate(s.gate.push)
+	watchState(pc, log, ev.Failed)
+	return s, nil
+}
+
+// negotiationDelay batches subscription changes that come together (a
+// participant joining a full room) into one offer.
+const negotiationDelay = 15 * time.Millisecond
+
+type subOp struct {
+	add      *Track
+	streamID string
+	remove   string
+}
+
+// AddTrack subscribes to t; streamID groups tracks that play together. It
+// never waits for negotiation: the change is queued and applied, with any
+// others, by the subscriber's own negotiation.
+func (s *Subscriber) AddTrack(t *Track, streamID string) {
+	s.queueOp(subOp{add: t, streamID: streamID})
+}
+
+// RemoveTrack unsubscribes from the track with this sid.
+func (s *Subscriber) RemoveTrack(sid string) {
+	s.queueOp(subOp{remove: sid})
+}
+
+func (s *Subscriber) queueOp(op subOp) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	s.ops = append(s.ops, op)
+	if !s.scheduled {
+		s.scheduled = true
+		time.AfterFunc(negotiationDelay, s.applyOps)
+	}
+}
+
+func (s *Subscriber) applyOps() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opMu.Lock()
+	ops := s.ops
+	s.ops = nil
+	s.scheduled = false
+	s.opMu.Unlock()
+	if s.closed {
+		return
+	}
+	changed := false
+	for _, op := range ops {
+		if op.add != nil {
+			changed = s.addLocked(op.add, op.streamID) || changed
+		} else {
+			changed = s.removeLocked(op.remove) || changed
+		}
+	}
+	if changed {
+		s.negotiateLocked()
+	}
+}
+
+func (s *Subscriber) addLocked(t *Track, streamID string) bool {
+	if _, ok := s.downs[t.SID()]; ok {
+		return false
+	}
+	select {
+	case <-t.Done():
+		return false
+	default:
+	}
+	d := NewDownTrack(t, streamID)
+	tr, err := s.pc.AddTransceiverFromTrack(d, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		s.log.Warn("subscribe failed", "track", t.SID(), "err", err)
+		return false
+	}
+	s.downs[t.SID()] = d
+	s.senders[t.SID()] = tr.Sender()
+	d.Run(tr.Sender())
+	return true
+}
+
+func (s *Subscriber) removeLocked(sid string) bool {
+	d, ok := s.downs[sid]
+	if !ok {
+		return false
+	}
+	d.Close()
+	delete(s.downs, sid)
+	if sender := s.senders[sid]; sender != nil {
+		_ = s.pc.RemoveTrack(sender)
+	}
+	delete(s.senders, sid)
+	return true
+}
+
+// DownTracks returns the current subscriptions by track sid.
+func (s *Subscriber) DownTracks() map[string]*DownTrack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]*DownTrack, len(s.downs))
+	for k, v := range s.downs {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Subscriber) negotiateLocked() {
+	if s.closed {
+		return
+	}
+	if s.awaiting {
+		s.pending = true
+		return
+	}
+	s.pending = false
+	offer, err := s.pc.CreateOffer(nil)
+	if err == nil {
+		err = s.pc.SetLocalDescription(offer)
+	}
+	if err != nil {
+		s.log.Warn("subscriber offer failed", "err", err)
+		if s.ev.Failed != nil {
+			go s.ev.Failed(fmt.Errorf("sfu: subscriber offer: %w", err))
+		}
+		return
+	}
+	mids := map[string]string{}
+	for _, tr := range s.pc.GetTransceivers() {
+		if tr.Sender() == nil || tr.Mid() == "" {
+			continue
+		}
+		if d, ok := tr.Sender().Track().(*DownTrack); ok && d != nil {
+			mids[tr.Mid()] = d.ID()
+		}
+	}
+	s.awaiting = true
+	s.log.Debug("subscriber offer", "mids", len(mids))
+	if s.timeout > 0 {
+		s.timer = time.AfterFunc(s.timeout, s.answerTimedOut)
+	}
+	s.ev.Offer(s.pc.LocalDescription().SDP, mids)
+	s.gate.release()
+}
+
+func (s *Subscriber) answerTimedOut() {
+	s.mu.Lock()
+	timedOut := s.awaiting && !s.closed
+	s.mu.Unlock()
+	if timedOut && s.ev.Failed != nil {
+		s.ev.Failed(fmt.Errorf("%w (%s)", ErrNegotiationTimeout, s.timeout))
+	}
+}
+
+// HandleAnswer applies the client's answer to the last offer.
+func (s *Subscriber) HandleAnswer(sdp string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if !s.awaiting {
+		return ErrNotNegotiated
+	}
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSDP, err)
+	}
+	s.awaiting = false
+	s.rc.flush(s.pc, s.log)
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if s.pending {
+		s.negotiateLocked()
+	}
+	return nil
+}
+
+// AddCandidate adds a remote ICE candidate.
+func (s *Subscriber) AddCandidate(c webrtc.ICECandidateInit) error {
+	return s.rc.add(s.pc, c)
+}
+
+// Close stops every DownTrack and closes the connection.
+func (s *Subscriber) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	for sid, d := range s.downs {
+		d.Close()
+		delete(s.downs, sid)
+	}
+	s.mu.Unlock()
+	return s.pc.GracefulClose()
+}

@@ -1,0 +1,48 @@
+package sfu
+
+import "sync"
+
+const (
+	ringSize  = 512  // packets kept per published track (power of two)
+	packetMTU = 1500 // largest RTP packet we accept
+)
+
+// slot is one preallocated packet buffer. The track's read loop is the only
+// writer; downtrack writers copy a packet out under the read lock, so a
+// writer that fell far behind sees that its packet was overwritten instead of
+// sending a torn one.
+type slot struct {
+	mu  sync.RWMutex
+	num uint64 // packet number stored here; 0 = empty
+	n   int
+	buf [packetMTU]byte
+}
+
+// ring is a fixed ring of recent packets of one track (NOTES 10): no
+// allocation per packet, indices (packet numbers) are passed around instead of
+// slices.
+type ring struct {
+	slots [ringSize]slot
+}
+
+// put stores pkt as packet number num (num > 0, increasing).
+func (r *ring) put(num uint64, pkt []byte) {
+	s := &r.slots[num&(ringSize-1)]
+	s.mu.Lock()
+	s.num = num
+	s.n = copy(s.buf[:], pkt)
+	s.mu.Unlock()
+}
+
+// get copies packet num into dst and reports whether it was still there.
+func (r *ring) get(num uint64, dst []byte) (int, bool) {
+	s := &r.slots[num&(ringSize-1)]
+	s.mu.RLock()
+	if s.num != num {
+		s.mu.RUnlock()
+		return 0, false
+	}
+	n := copy(dst, s.buf[:s.n])
+	s.mu.RUnlock()
+	return n, true
+}

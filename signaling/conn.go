@@ -1,0 +1,462 @@
+package signaling
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-rtc/parley/rooms"
+	"github.com/parley-rtc/parley/sfu"
+)
+
+const (
+	outQueueLen   = 512              // messages waiting for the writer
+	maxPending    = 4096             // room events waiting for the owner
+	joinTimeout   = 10 * time.Second // a socket must join within this
+	maxBadLogging = 1                // bad messages logged per connection
+)
+
+type outMsg struct {
+	data      []byte
+	closeCode int
+	closeText string
+}
+
+type inbound struct {
+	data []byte
+	err  error
+}
+
+// conn is one signaling session. A reader and a writer goroutine feed the
+// owner goroutine (run), which alone touches the session state (NOTES 5).
+// Room events arrive through Send, which never blocks.
+type conn struct {
+	s      *Server
+	ws     *websocket.Conn
+	log    *slog.Logger
+	in     chan inbound
+	out    chan outMsg
+	done   chan struct{} // owner finished
+	wdone  chan struct{} // writer finished
+	stop   chan struct{} // server shutdown
+	stopMu sync.Once
+
+	evMu     sync.Mutex
+	evs      []any
+	evOver   bool
+	evNotify chan struct{}
+
+	part     *rooms.Participant
+	finished bool
+	badLogs  int
+}
+
+func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
+	return &conn{
+		s: s, ws: ws, log: s.log.With("remote", remote),
+		in: make(chan inbound), out: make(chan outMsg, outQueueLen),
+		done: make(chan struct{}), wdone: make(chan struct{}), stop: make(chan struct{}),
+		evNotify: make(chan struct{}, 1),
+	}
+}
+
+// Send implements rooms.Sink.
+func (c *conn) Send(ev any) {
+	c.evMu.Lock()
+	if len(c.evs) >= maxPending {
+		c.evOver = true
+	} else {
+		c.evs = append(c.evs, ev)
+	}
+	c.evMu.Unlock()
+	select {
+	case c.evNotify <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) shutdown() { c.stopMu.Do(func() { close(c.stop) }) }
+
+func (c *conn) run() {
+	defer close(c.done)
+	go c.readLoop()
+	go c.writeLoop()
+	joinTimer := time.NewTimer(joinTimeout)
+	defer joinTimer.Stop()
+	for !c.finished {
+		select {
+		case in := <-c.in:
+			if in.err != nil {
+				c.readFailed(in.err)
+				continue
+			}
+			c.handle(in.data)
+		case <-c.evNotify:
+			c.drainEvents()
+		case <-c.stop:
+			c.send(TypeLeave, Leave{Reason: "server_shutdown"})
+			c.finish("server_shutdown", websocket.CloseGoingAway, "server shutting down")
+		case <-joinTimer.C:
+			if c.part == nil {
+				c.fail(CodeNotJoined, "no join message within 10 seconds", websocket.ClosePolicyViolation)
+			}
+		}
+	}
+}
+
+func (c *conn) readLoop() {
+	c.ws.SetReadLimit(c.s.cfg.MaxMessageBytes)
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.PongTimeout))
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.PongTimeout))
+	})
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err == nil {
+			_ = c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.PongTimeout))
+		}
+		select {
+		case c.in <- inbound{data: data, err: err}:
+		case <-c.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *conn) writeLoop() {
+	defer close(c.wdone)
+	defer c.ws.Close()
+	ping := time.NewTicker(c.s.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case m := <-c.out:
+			deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+			if m.closeCode != 0 {
+				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.closeCode, m.closeText), deadline)
+				return
+			}
+			_ = c.ws.SetWriteDeadline(deadline)
+			if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// send queues one message for the writer. A client that does not read
+// fills its queue and is disconnected; it never blocks the room.
+func (c *conn) send(typ string, payload any) {
+	if c.finished {
+		return
+	}
+	data, err := json.Marshal(payload)
+	if err != nil {
+		c.log.Error("encode message", "type", typ, "err", err)
+		return
+	}
+	frame, _ := json.Marshal(Envelope{Type: typ, Data: data})
+	select {
+	case c.out <- outMsg{data: frame}:
+	default:
+		c.log.Warn("client is not reading its messages; disconnecting")
+		c.finish("slow_client", websocket.ClosePolicyViolation, "send queue full")
+	}
+}
+
+func (c *conn) sendError(code, msg string) {
+	c.send(TypeError, Error{Code: code, Message: msg})
+}
+
+// fail sends an error and ends the session.
+func (c *conn) fail(code, msg string, closeCode int) {
+	c.sendError(code, msg)
+	c.log.Info("session refused", "code", code, "msg", msg)
+	c.finish(code, closeCode, code)
+}
+
+// finish leaves the room and closes the socket after what is queued.
+func (c *conn) finish(reason string, closeCode int, closeText string) {
+	if c.finished {
+		return
+	}
+	if c.part != nil {
+		c.part.Leave(reason)
+	}
+	c.finished = true
+	select {
+	case c.out <- outMsg{closeCode: closeCode, closeText: closeText}:
+		select {
+		case <-c.wdone:
+		case <-time.After(c.s.cfg.WriteTimeout):
+		}
+	default:
+	}
+	_ = c.ws.Close()
+}
+
+func (c *conn) readFailed(err error) {
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig:
+		c.log.Info("message over the size limit; closed", "limit", c.s.cfg.MaxMessageBytes)
+	case errors.Is(err, websocket.ErrReadLimit):
+		c.log.Info("message over the size limit; closed", "limit", c.s.cfg.MaxMessageBytes)
+	default:
+		c.log.Debug("socket closed", "err", err)
+	}
+	reason := "disconnected"
+	if c.part != nil {
+		c.part.Leave(reason)
+	}
+	c.finished = true
+	_ = c.ws.Close()
+}
+
+func (c *conn) bad(code, msg string) {
+	if c.badLogs < maxBadLogging {
+		c.log.Info("bad message from client", "code", code, "msg", msg)
+	}
+	c.badLogs++
+	c.sendError(code, msg)
+}
+
+func (c *conn) handle(data []byte) {
+	var env Envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		c.bad(CodeBadRequest, "message is not a JSON object {\"type\":...,\"data\":...}: "+err.Error())
+		return
+	}
+	if c.part == nil && env.Type != TypeJoin {
+		c.fail(CodeNotJoined, "the first message must be join", websocket.ClosePolicyViolation)
+		return
+	}
+	var err error
+	switch env.Type {
+	case TypeJoin:
+		if c.part != nil {
+			c.bad(CodeBadRequest, "already joined")
+			return
+		}
+		c.join(env.Data)
+		return
+	case TypeOffer:
+		var m Offer
+		if err = decode(env.Data, &m); err == nil {
+			descs := make([]rooms.TrackDesc, len(m.Tracks))
+			for i, t := range m.Tracks {
+				descs[i] = rooms.TrackDesc{TrackID: t.TrackID, Source: t.Source, Muted: t.Muted}
+			}
+			err = c.part.HandleOffer(m.SDP, descs)
+		}
+	case TypeAnswer:
+		var m Answer
+		if err = decode(env.Data, &m); err == nil {
+			err = c.part.HandleAnswer(m.SDP)
+		}
+	case TypeCandidate:
+		var m Candidate
+		if err = decode(env.Data, &m); err == nil && m.Candidate != nil && string(*m.Candidate) != "null" {
+			var ci webrtc.ICECandidateInit
+			if err = json.Unmarshal(*m.Candidate, &ci); err != nil {
+				err = fmt.Errorf("%w: candidate: %v", errBadPayload, err)
+			} else if ci.Candidate != "" {
+				err = c.part.AddCandidate(m.Target, ci)
+			}
+		}
+	case TypeMute:
+		var m Mute
+		if err = decode(env.Data, &m); err == nil {
+			err = c.part.SetMuted(m.TrackSID, m.Muted)
+		}
+	case TypeUnpublish:
+		var m Unpublish
+		if err = decode(env.Data, &m); err == nil {
+			err = c.part.Unpublish(m.TrackSID)
+		}
+	case TypeLeave:
+		c.finish("left", websocket.CloseNormalClosure, "left")
+		return
+	case TypePing:
+		var m Ping
+		_ = decode(env.Data, &m)
+		c.send(TypePong, m)
+		return
+	case TypePong:
+		return
+	default:
+		c.bad(CodeUnknownType, fmt.Sprintf("unknown message type %q (protocol %d)", env.Type, ProtocolVersion))
+		return
+	}
+	if err != nil {
+		code := errorCode(err)
+		c.bad(code, fmt.Sprintf("%s: %v", env.Type, err))
+	}
+}
+
+var errBadPayload = errors.New("bad payload")
+
+func decode(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return fmt.Errorf("%w: data is missing", errBadPayload)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%w: %v", errBadPayload, err)
+	}
+	return nil
+}
+
+func errorCode(err error) string {
+	switch {
+	case errors.Is(err, errBadPayload), errors.Is(err, rooms.ErrBadDescription), errors.Is(err, rooms.ErrUnknownTrack),
+		errors.Is(err, rooms.ErrBadTarget), errors.Is(err, sfu.ErrNotNegotiated), errors.Is(err, sfu.ErrBadCandidate):
+		return CodeBadRequest
+	case errors.Is(err, sfu.ErrBadSDP):
+		return CodeBadSDP
+	case errors.Is(err, rooms.ErrTooManyTracks):
+		return CodeTooManyTracks
+	case errors.Is(err, rooms.ErrPermission):
+		return CodePermissionDenied
+	case errors.Is(err, rooms.ErrRoomFull):
+		return CodeRoomFull
+	case errors.Is(err, rooms.ErrTooManyRooms):
+		return CodeTooManyRooms
+	case errors.Is(err, rooms.ErrClosed):
+		return CodeShuttingDown
+	case errors.Is(err, ErrTokenExpired):
+		return CodeTokenExpired
+	case errors.Is(err, ErrInvalidToken):
+		return CodeInvalidToken
+	}
+	return CodeInternal
+}
+
+func (c *conn) join(raw json.RawMessage) {
+	var j Join
+	if err := decode(raw, &j); err != nil {
+		c.fail(CodeBadRequest, "join: "+err.Error(), websocket.ClosePolicyViolation)
+		return
+	}
+	if j.Protocol != ProtocolVersion {
+		c.fail(CodeUnsupportedProtocol, fmt.Sprintf("this server speaks protocol %d, the client asked for %d: update the client", ProtocolVersion, j.Protocol), websocket.ClosePolicyViolation)
+		return
+	}
+	claims, err := VerifyToken(c.s.cfg.Keys, j.Token)
+	if err != nil {
+		code := errorCode(err)
+		hint := "ask your application for a new token"
+		c.fail(code, fmt.Sprintf("%v: %s", err, hint), websocket.ClosePolicyViolation)
+		return
+	}
+	if j.Room != "" && j.Room != claims.Room {
+		c.fail(CodeRoomMismatch, fmt.Sprintf("the token is for room %q, not %q", claims.Room, j.Room), websocket.ClosePolicyViolation)
+		return
+	}
+	name := claims.Name
+	if name == "" {
+		name = claims.Subject
+	}
+	p, err := c.s.mgr.Join(rooms.JoinParams{Room: claims.Room, Identity: claims.Subject, Name: name, Grants: claims.Grants, Sink: c})
+	if err != nil {
+		code := errorCode(err)
+		c.fail(code, err.Error(), websocket.ClosePolicyViolation)
+		return
+	}
+	c.part = p
+	c.log = c.log.With("room", claims.Room, "participant", p.SID())
+}
+
+func (c *conn) drainEvents() {
+	c.evMu.Lock()
+	evs := c.evs
+	c.evs = nil
+	over := c.evOver
+	c.evMu.Unlock()
+	if over {
+		c.log.Warn("too many events pending for this client; disconnecting")
+		c.finish("slow_client", websocket.ClosePolicyViolation, "event queue full")
+		return
+	}
+	for _, ev := range evs {
+		if c.finished {
+			return
+		}
+		c.deliver(ev)
+	}
+}
+
+func (c *conn) deliver(ev any) {
+	switch e := ev.(type) {
+	case rooms.Joined:
+		c.send(TypeJoined, Joined{
+			Protocol: ProtocolVersion, Room: c.roomName(), Participant: e.Self, Participants: e.Others,
+			Grants: e.Grants, ICEServers: c.iceServers(), PingInterval: int(c.s.cfg.PingInterval / time.Millisecond),
+		})
+	case rooms.ParticipantJoined:
+		c.send(TypePartJoined, ParticipantJoined{Participant: e.Participant})
+	case rooms.ParticipantLeft:
+		c.send(TypePartLeft, ParticipantLeft{SID: e.SID, Identity: e.Identity, Reason: e.Reason})
+	case rooms.TrackPublished:
+		c.send(TypeTrackPub, TrackPublished{ParticipantSID: e.ParticipantSID, Track: e.Track})
+	case rooms.TrackUnpublished:
+		c.send(TypeTrackUnpub, TrackUnpublished{ParticipantSID: e.ParticipantSID, TrackSID: e.TrackSID})
+	case rooms.TrackMuted:
+		c.send(TypeTrackMuted, TrackMuted{ParticipantSID: e.ParticipantSID, TrackSID: e.TrackSID, Muted: e.Muted})
+	case rooms.Answer:
+		c.send(TypeAnswer, Answer{SDP: e.SDP})
+	case rooms.Offer:
+		c.send(TypeOffer, Offer{SDP: e.SDP, Mids: e.Mids})
+	case rooms.Candidate:
+		raw := json.RawMessage("null")
+		if e.Candidate != nil {
+			raw, _ = json.Marshal(e.Candidate)
+		}
+		c.send(TypeCandidate, Candidate{Target: e.Target, Candidate: &raw})
+	case rooms.Closed:
+		switch e.Reason {
+		case "duplicate_identity", "server_shutdown", "removed":
+			c.send(TypeLeave, Leave{Reason: e.Reason})
+		default:
+			code := CodeInternal
+			if errors.Is(e.Err, sfu.ErrNegotiationTimeout) {
+				code = CodeNegotiationTimeout
+			}
+			c.sendError(code, fmt.Sprintf("%s: %v", e.Reason, e.Err))
+			c.send(TypeLeave, Leave{Reason: e.Reason})
+		}
+		closeCode := websocket.CloseNormalClosure
+		if e.Reason == "server_shutdown" {
+			closeCode = websocket.CloseGoingAway
+		}
+		c.finish(e.Reason, closeCode, e.Reason)
+	}
+}
+
+func (c *conn) roomName() string {
+	if c.part == nil {
+		return ""
+	}
+	return c.part.Room()
+}
+
+func (c *conn) iceServers() []ICEServer {
+	if c.s.cfg.ICEServers == nil {
+		return []ICEServer{}
+	}
+	return c.s.cfg.ICEServers
+}

@@ -1,0 +1,29 @@
+package signaling
+
+import "errors"
+
+// Sentinel errors of the signaling package.
+var (
+	ErrInvalidToken = errors.New("signaling: invalid token")
+	ErrTokenExpired = errors.New("signaling: token expired or not yet valid")
+	ErrBadConfig    = errors.New("signaling: bad config")
+)
+
+// Stable error codes on the wire (docs/protocol.md).
+const (
+	CodeBadRequest          = "bad_request"
+	CodeUnknownType         = "unknown_type"
+	CodeUnsupportedProtocol = "unsupported_protocol"
+	CodeNotJoined           = "not_joined"
+	CodeInvalidToken        = "invalid_token"
+	CodeTokenExpired        = "token_expired"
+	CodeRoomMismatch        = "room_mismatch"
+	CodeRoomFull            = "room_full"
+	CodeTooManyRooms        = "too_many_rooms"
+	CodeTooManyTracks       = "too_many_tracks"
+	CodePermissionDenied    = "permission_denied"
+	CodeBadSDP              = "bad_sdp"
+	CodeNegotiationTimeout  = "negotiation_timeout"
+	CodeShuttingDown        = "shutting_down"
+	CodeInternal            = "internal"
+)

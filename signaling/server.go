@@ -1,0 +1,247 @@
+// Package signaling speaks the Parley WebSocket protocol (docs/protocol.md):
+// join with a signed token, SDP offer/answer, trickle ICE, mute, leave.
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parley-rtc/parley/rooms"
+)
+
+// Config of the signaling server.
+type Config struct {
+	MaxMessageBytes    int64
+	PingInterval       time.Duration
+	PongTimeout        time.Duration
+	WriteTimeout       time.Duration
+	NegotiationTimeout time.Duration
+	// AllowedOrigins are extra Origin hosts (or full origins) allowed to
+	// open the WebSocket; the server's own host is always allowed, and in
+	// development mode so is localhost.
+	AllowedOrigins []string
+	// Keys maps API key to secret. Empty means development mode.
+	Keys       map[string]string
+	ICEServers []ICEServer
+}
+
+// Validate fills defaults and names the first bad key.
+func (c *Config) Validate() error {
+	if c.MaxMessageBytes < 0 || c.PingInterval < 0 || c.PongTimeout < 0 || c.WriteTimeout < 0 || c.NegotiationTimeout < 0 {
+		return fmt.Errorf("%w: signaling limits and timeouts must not be negative", ErrBadConfig)
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 64 << 10
+	}
+	if c.MaxMessageBytes < 4096 {
+		return fmt.Errorf("%w: signaling.max_message_bytes: %d is too small for an SDP (at least 4096)", ErrBadConfig, c.MaxMessageBytes)
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 10 * time.Second
+	}
+	if c.PongTimeout == 0 {
+		c.PongTimeout = 30 * time.Second
+	}
+	if c.PongTimeout <= c.PingInterval {
+		return fmt.Errorf("%w: signaling.pong_timeout (%s) must be longer than signaling.ping_interval (%s)", ErrBadConfig, c.PongTimeout, c.PingInterval)
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.NegotiationTimeout == 0 {
+		c.NegotiationTimeout = 20 * time.Second
+	}
+	for k, s := range c.Keys {
+		if k == "" || strings.ContainsAny(k, ": ") {
+			return fmt.Errorf("%w: keys: API key %q must be non-empty, without spaces or colons", ErrBadConfig, k)
+		}
+		if len(s) < MinSecretLen {
+			return fmt.Errorf("%w: keys.%s: the secret must be at least %d characters", ErrBadConfig, k, MinSecretLen)
+		}
+	}
+	return nil
+}
+
+// Server accepts WebSocket signaling connections.
+type Server struct {
+	cfg      Config
+	mgr      *rooms.Manager
+	log      *slog.Logger
+	dev      bool
+	devKey   string
+	upgrader websocket.Upgrader
+
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// NewServer makes a signaling server for mgr's rooms.
+func NewServer(cfg Config, mgr *rooms.Manager, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, mgr: mgr, log: log, conns: map[*conn]struct{}{}}
+	if len(cfg.Keys) == 0 {
+		// Development mode: a random key only this process knows, used by
+		// the dev-token endpoint.
+		var b [32]byte
+		_, _ = rand.Read(b[:])
+		s.dev = true
+		s.devKey = "dev"
+		s.cfg.Keys = map[string]string{s.devKey: base64.RawURLEncoding.EncodeToString(b[:])}
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		CheckOrigin:      s.checkOrigin,
+	}
+	return s, nil
+}
+
+// DevMode reports whether no API keys are configured.
+func (s *Server) DevMode() bool { return s.dev }
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, a := range s.cfg.AllowedOrigins {
+		if strings.EqualFold(a, u.Host) || strings.EqualFold(a, origin) || a == "*" {
+			return true
+		}
+	}
+	if s.dev {
+		host := u.Hostname()
+		if host == "localhost" || net.ParseIP(host).IsLoopback() {
+			return true
+		}
+	}
+	s.log.Warn("websocket origin refused; add it to signaling.allowed_origins", "origin", origin, "host", r.Host)
+	return false
+}
+
+// ServeHTTP upgrades to a WebSocket and runs one signaling session.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c := newConn(s, ws, r.RemoteAddr)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, CodeShuttingDown), time.Now().Add(time.Second))
+		_ = ws.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		c.run()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+}
+
+// Shutdown tells every participant the server is going away, closes the
+// sockets and waits for the sessions to end (or ctx).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.shutdown()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var namePattern = regexp.MustCompile(`^[\p{L}\p{N}_.\- ]{1,64}$`)
+
+// DevTokenHandler mints tokens for anyone, in development mode only:
+// GET /api/dev-token?room=R&name=N. It returns nil when keys are configured.
+func (s *Server) DevTokenHandler() http.Handler {
+	if !s.dev {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			http.Error(w, "use GET", http.StatusMethodNotAllowed)
+			return
+		}
+		room := strings.TrimSpace(r.URL.Query().Get("room"))
+		name := strings.TrimSpace(r.URL.Query().Get("name"))
+		if name == "" {
+			name = "guest"
+		}
+		if !namePattern.MatchString(room) || !namePattern.MatchString(name) {
+			http.Error(w, "room and name: 1-64 letters, digits, spaces, '.', '_' or '-'", http.StatusBadRequest)
+			return
+		}
+		identity := strings.ToLower(strings.ReplaceAll(name, " ", "-")) + "-" + randomSuffix()
+		tok, err := MintToken(s.devKey, s.cfg.Keys[s.devKey], TokenSpec{
+			Room: room, Identity: identity, Name: name, TTL: 6 * time.Hour,
+			Grants: rooms.Grants{Publish: true, Subscribe: true, Data: true},
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(map[string]string{"token": tok, "identity": identity, "room": room})
+	})
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%x", b[:])
+}
