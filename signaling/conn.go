@@ -236,76 +236,110 @@ func (c *conn) bad(code, msg string) {
 	c.sendError(code, msg)
 }
 
-func (c *conn) handle(data []byte) {
+// parseMessage decodes one client message into its payload struct. It is
+// the only parser of client input on the socket.
+func parseMessage(data []byte) (string, any, error) {
 	var env Envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		c.bad(CodeBadRequest, "message is not a JSON object {\"type\":...,\"data\":...}: "+err.Error())
+		return "", nil, fmt.Errorf("%w: message is not a JSON object {\"type\":...,\"data\":...}: %v", errBadPayload, err)
+	}
+	var v any
+	switch env.Type {
+	case TypeJoin:
+		v = &Join{}
+	case TypeOffer:
+		v = &Offer{}
+	case TypeAnswer:
+		v = &Answer{}
+	case TypeCandidate:
+		v = &Candidate{}
+	case TypeMute:
+		v = &Mute{}
+	case TypeUnpublish:
+		v = &Unpublish{}
+	case TypeLeave, TypePong:
+		return env.Type, nil, nil
+	case TypePing:
+		var p Ping
+		_ = json.Unmarshal(env.Data, &p)
+		return env.Type, &p, nil
+	default:
+		return env.Type, nil, fmt.Errorf("%w: unknown message type %q (protocol %d)", errUnknownType, env.Type, ProtocolVersion)
+	}
+	if err := decode(env.Data, v); err != nil {
+		return env.Type, nil, fmt.Errorf("%s: %w", env.Type, err)
+	}
+	if c, ok := v.(*Candidate); ok && c.Candidate != nil && string(*c.Candidate) != "null" {
+		var ci webrtc.ICECandidateInit
+		if err := json.Unmarshal(*c.Candidate, &ci); err != nil {
+			return env.Type, nil, fmt.Errorf("candidate: %w: %v", errBadPayload, err)
+		}
+	}
+	return env.Type, v, nil
+}
+
+var errUnknownType = errors.New("unknown type")
+
+func (c *conn) handle(data []byte) {
+	typ, payload, err := parseMessage(data)
+	if err != nil && typ != TypeJoin {
+		if c.part == nil && typ != "" {
+			c.fail(CodeNotJoined, "the first message must be join", websocket.ClosePolicyViolation)
+			return
+		}
+		code := CodeBadRequest
+		if errors.Is(err, errUnknownType) {
+			code = CodeUnknownType
+		}
+		c.bad(code, err.Error())
 		return
 	}
-	if c.part == nil && env.Type != TypeJoin {
+	if c.part == nil && typ != TypeJoin {
 		c.fail(CodeNotJoined, "the first message must be join", websocket.ClosePolicyViolation)
 		return
 	}
-	var err error
-	switch env.Type {
-	case TypeJoin:
+	switch m := payload.(type) {
+	case *Join:
 		if c.part != nil {
 			c.bad(CodeBadRequest, "already joined")
 			return
 		}
-		c.join(env.Data)
+		c.join(m)
 		return
-	case TypeOffer:
-		var m Offer
-		if err = decode(env.Data, &m); err == nil {
-			descs := make([]rooms.TrackDesc, len(m.Tracks))
-			for i, t := range m.Tracks {
-				descs[i] = rooms.TrackDesc{TrackID: t.TrackID, Source: t.Source, Muted: t.Muted}
-			}
-			err = c.part.HandleOffer(m.SDP, descs)
+	case *Offer:
+		descs := make([]rooms.TrackDesc, len(m.Tracks))
+		for i, t := range m.Tracks {
+			descs[i] = rooms.TrackDesc{TrackID: t.TrackID, Source: t.Source, Muted: t.Muted}
 		}
-	case TypeAnswer:
-		var m Answer
-		if err = decode(env.Data, &m); err == nil {
-			err = c.part.HandleAnswer(m.SDP)
-		}
-	case TypeCandidate:
-		var m Candidate
-		if err = decode(env.Data, &m); err == nil && m.Candidate != nil && string(*m.Candidate) != "null" {
+		err = c.part.HandleOffer(m.SDP, descs)
+	case *Answer:
+		err = c.part.HandleAnswer(m.SDP)
+	case *Candidate:
+		if m.Candidate != nil && string(*m.Candidate) != "null" {
 			var ci webrtc.ICECandidateInit
-			if err = json.Unmarshal(*m.Candidate, &ci); err != nil {
-				err = fmt.Errorf("%w: candidate: %v", errBadPayload, err)
-			} else if ci.Candidate != "" {
+			_ = json.Unmarshal(*m.Candidate, &ci)
+			if ci.Candidate != "" {
 				err = c.part.AddCandidate(m.Target, ci)
 			}
 		}
-	case TypeMute:
-		var m Mute
-		if err = decode(env.Data, &m); err == nil {
-			err = c.part.SetMuted(m.TrackSID, m.Muted)
-		}
-	case TypeUnpublish:
-		var m Unpublish
-		if err = decode(env.Data, &m); err == nil {
-			err = c.part.Unpublish(m.TrackSID)
-		}
-	case TypeLeave:
-		c.finish("left", websocket.CloseNormalClosure, "left")
-		return
-	case TypePing:
-		var m Ping
-		_ = decode(env.Data, &m)
+	case *Mute:
+		err = c.part.SetMuted(m.TrackSID, m.Muted)
+	case *Unpublish:
+		err = c.part.Unpublish(m.TrackSID)
+	case *Ping:
 		c.send(TypePong, m)
 		return
-	case TypePong:
-		return
 	default:
-		c.bad(CodeUnknownType, fmt.Sprintf("unknown message type %q (protocol %d)", env.Type, ProtocolVersion))
+		switch typ {
+		case TypeLeave:
+			c.finish("left", websocket.CloseNormalClosure, "left")
+		case TypeJoin:
+			c.fail(CodeBadRequest, err.Error(), websocket.ClosePolicyViolation)
+		}
 		return
 	}
 	if err != nil {
-		code := errorCode(err)
-		c.bad(code, fmt.Sprintf("%s: %v", env.Type, err))
+		c.bad(errorCode(err), fmt.Sprintf("%s: %v", typ, err))
 	}
 }
 
@@ -346,12 +380,7 @@ func errorCode(err error) string {
 	return CodeInternal
 }
 
-func (c *conn) join(raw json.RawMessage) {
-	var j Join
-	if err := decode(raw, &j); err != nil {
-		c.fail(CodeBadRequest, "join: "+err.Error(), websocket.ClosePolicyViolation)
-		return
-	}
+func (c *conn) join(j *Join) {
 	if j.Protocol != ProtocolVersion {
 		c.fail(CodeUnsupportedProtocol, fmt.Sprintf("this server speaks protocol %d, the client asked for %d: update the client", ProtocolVersion, j.Protocol), websocket.ClosePolicyViolation)
 		return
