@@ -517,8 +517,8 @@ func (c *testClient) close() {
 	}
 	c.sendWG.Wait()
 	_ = c.ws.Close()
-	_ = c.pub.Close()
-	_ = c.sub.Close()
+	_ = c.pub.GracefulClose()
+	_ = c.sub.GracefulClose()
 }
 
 // waitErr polls check until it returns nil or fails the test with its last error.
