@@ -23,6 +23,9 @@ type Config struct {
 	// UDPPort is the one UDP port every peer's media is multiplexed on.
 	// 0 picks a free port (tests).
 	UDPPort int
+	// TCPPort is the ICE-TCP fallback port for networks that block UDP;
+	// 0 switches ICE over TCP off; -1 picks a free port (tests).
+	TCPPort int
 	// ListenIP binds the UDP port to one address; empty means all.
 	ListenIP string
 	// PublicIPs are put in host candidates instead of the interface
@@ -37,6 +40,9 @@ func (c *Config) Validate() error {
 	if c.UDPPort < 0 || c.UDPPort > 65535 {
 		return fmt.Errorf("%w: rtc.udp_port: %d is not a port (0-65535)", ErrBadConfig, c.UDPPort)
 	}
+	if c.TCPPort < -1 || c.TCPPort > 65535 {
+		return fmt.Errorf("%w: rtc.tcp_port: %d is not a port (0 switches ICE-TCP off)", ErrBadConfig, c.TCPPort)
+	}
 	if c.ListenIP != "" && net.ParseIP(c.ListenIP) == nil {
 		return fmt.Errorf("%w: rtc.listen_ip: %q is not an IP address", ErrBadConfig, c.ListenIP)
 	}
@@ -50,10 +56,12 @@ func (c *Config) Validate() error {
 
 // Engine holds what all peer connections share: the UDP socket and settings.
 type Engine struct {
-	cfg  Config
-	log  *slog.Logger
-	conn *net.UDPConn
-	mux  *ice.UDPMuxDefault
+	cfg    Config
+	log    *slog.Logger
+	conn   *net.UDPConn
+	mux    *ice.UDPMuxDefault
+	tcpL   net.Listener
+	tcpMux *ice.TCPMuxDefault
 }
 
 // NewEngine opens the media UDP port.
@@ -74,15 +82,39 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	}
 	_ = conn.SetReadBuffer(4 << 20)
 	_ = conn.SetWriteBuffer(4 << 20)
-	mux := ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn})
-	return &Engine{cfg: cfg, log: log, conn: conn, mux: mux}, nil
+	e := &Engine{cfg: cfg, log: log, conn: conn, mux: ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn})}
+	if cfg.TCPPort != 0 {
+		taddr := &net.TCPAddr{IP: addr.IP, Port: max(cfg.TCPPort, 0)}
+		l, err := net.ListenTCP("tcp", taddr)
+		if err != nil {
+			_ = e.mux.Close()
+			return nil, fmt.Errorf("sfu: cannot open ICE-TCP port tcp %s (rtc.tcp_port): %w", taddr, err)
+		}
+		e.tcpL = l
+		e.tcpMux = ice.NewTCPMuxDefault(ice.TCPMuxParams{Listener: l, ReadBufferSize: 64, WriteBufferSize: 4 << 20,
+			FirstStunBindTimeout: 10 * time.Second})
+	}
+	return e, nil
+}
+
+// TCPAddr is the ICE-TCP address, or nil when ICE-TCP is off.
+func (e *Engine) TCPAddr() net.Addr {
+	if e.tcpL == nil {
+		return nil
+	}
+	return e.tcpL.Addr()
 }
 
 // UDPAddr is the address of the media port.
 func (e *Engine) UDPAddr() net.Addr { return e.conn.LocalAddr() }
 
 // Close closes the media port. Peer connections must be closed first.
-func (e *Engine) Close() error { return e.mux.Close() }
+func (e *Engine) Close() error {
+	if e.tcpMux != nil {
+		_ = e.tcpMux.Close()
+	}
+	return e.mux.Close()
+}
 
 // newPeerConnection builds a peer connection with its own media engine and
 // interceptor registry (NACK, RTCP reports, TWCC).
@@ -97,7 +129,12 @@ func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
 	}
 	se := webrtc.SettingEngine{}
 	se.SetICEUDPMux(e.mux)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	types := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	if e.tcpMux != nil {
+		se.SetICETCPMux(e.tcpMux)
+		types = append(types, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+	}
+	se.SetNetworkTypes(types)
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)

@@ -54,10 +54,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func newTestServer(t testing.TB, rcfg rooms.Config, scfg Config) *testServer {
+func newTestServer(t testing.TB, rcfg rooms.Config, scfg Config, ecfgs ...sfu.Config) *testServer {
 	t.Helper()
 	log := testLogger(t)
-	engine, err := sfu.NewEngine(sfu.Config{UDPPort: 0, ListenIP: "127.0.0.1", IncludeLoopback: true}, log)
+	ecfg := sfu.Config{UDPPort: 0, ListenIP: "127.0.0.1", IncludeLoopback: true}
+	if len(ecfgs) > 0 {
+		ecfg = ecfgs[0]
+	}
+	engine, err := sfu.NewEngine(ecfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +135,10 @@ type testClient struct {
 	sendWG   sync.WaitGroup
 }
 
-func newAPI(t testing.TB) *webrtc.API {
+func newAPI(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
+	if len(types) == 0 {
+		types = []webrtc.NetworkType{webrtc.NetworkTypeUDP4}
+	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -142,7 +149,7 @@ func newAPI(t testing.TB) *webrtc.API {
 	}
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetNetworkTypes(types)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
@@ -167,9 +174,13 @@ func (c *testClient) write(typ string, payload any) {
 }
 
 // joinClient connects and joins; it answers subscriber offers by itself.
-func joinClient(t testing.TB, s *testServer, room, identity string) *testClient {
+func joinClient(t testing.TB, s *testServer, room, identity string, apis ...*webrtc.API) *testClient {
 	t.Helper()
-	c := &testClient{t: t, identity: identity, api: newAPI(t), mids: map[string]string{}, recv: map[string]*received{},
+	api := newAPI(t)
+	if len(apis) > 0 {
+		api = apis[0]
+	}
+	c := &testClient{t: t, identity: identity, api: api, mids: map[string]string{}, recv: map[string]*received{},
 		left: map[string]bool{}, unpub: map[string]bool{}, answered: make(chan struct{}), stopSend: make(chan struct{})}
 	c.ws = dial(t, s.url)
 	var err error

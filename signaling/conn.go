@@ -484,8 +484,9 @@ func (c *conn) roomName() string {
 }
 
 func (c *conn) iceServers() []ICEServer {
-	if c.s.cfg.ICEServers == nil {
-		return []ICEServer{}
+	out := append([]ICEServer{}, c.s.cfg.ICEServers...)
+	if c.s.cfg.ICEServersFor != nil && c.part != nil {
+		out = append(out, c.s.cfg.ICEServersFor(c.part.Identity())...)
 	}
-	return c.s.cfg.ICEServers
+	return out
 }

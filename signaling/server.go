@@ -36,6 +36,9 @@ type Config struct {
 	// Keys maps API key to secret. Empty means development mode.
 	Keys       map[string]string
 	ICEServers []ICEServer
+	// ICEServersFor, when set, gives each participant its own ICE servers
+	// (e.g. TURN credentials minted for its identity), after ICEServers.
+	ICEServersFor func(identity string) []ICEServer
 }
 
 // Validate fills defaults and names the first bad key.
