@@ -228,7 +228,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(fmt.Errorf("turn: %w", err))
 	}
 	s.srv = srv
-	s.cfg = cfg
 	log.Info("TURN server listening", "udp", s.addrs["udp"], "tcp", s.addrs["tcp"], "tls", s.addrs["tls"], "relay_ip", cfg.PublicIP,
 		"relay_ports", fmt.Sprintf("%d-%d", cfg.RelayPortMin, cfg.RelayPortMax))
 	return s, nil
