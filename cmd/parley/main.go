@@ -1,0 +1,137 @@
+// Command parley is the Parley WebRTC server: WebSocket signaling, an SFU
+// and an embedded TURN server in one binary.
+//
+//	parley [serve] [--config parley.yaml] [--section.key value ...]
+//	parley token --room R --identity I [--name N] [--ttl 1h]
+//	parley version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parley-rtc/parley/rooms"
+	"github.com/parley-rtc/parley/signaling"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, env func(string) string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		cfg, err := loadConfig(args, env)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "parley: %v\n", err)
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := run(ctx, cfg, newLogger(cfg), nil); err != nil {
+			fmt.Fprintf(stderr, "parley: %v\n", err)
+			return 1
+		}
+		return 0
+	case "token":
+		return tokenCmd(args, env, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "parley", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, "usage: parley [serve] [flags] | parley token --room R --identity I | parley version\nparley serve --help lists every setting.")
+		return 0
+	}
+	fmt.Fprintf(stderr, "parley: unknown command %q (serve, token, version)\n", cmd)
+	return 2
+}
+
+func tokenCmd(args []string, env func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("parley token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	room := fs.String("room", "", "room name (required)")
+	identity := fs.String("identity", "", "participant identity, unique in the room (required)")
+	name := fs.String("name", "", "display name")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	grants := fs.String("grants", "publish,subscribe,data", "comma-separated: publish, subscribe, data, admin")
+	key := fs.String("key", env("PARLEY_API_KEY"), "API key (env PARLEY_API_KEY; default: the first key of --config)")
+	secret := fs.String("secret", env("PARLEY_API_SECRET"), "API secret (env PARLEY_API_SECRET)")
+	configPath := fs.String("config", env("PARLEY_CONFIG"), "config file to take the key from")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *room == "" || *identity == "" {
+		fmt.Fprintln(stderr, "parley token: --room and --identity are required")
+		return 2
+	}
+	if *key == "" || *secret == "" {
+		c := defaults()
+		if *configPath != "" {
+			if err := loadFile(&c, *configPath); err != nil {
+				fmt.Fprintf(stderr, "parley token: %v\n", err)
+				return 2
+			}
+		}
+		if s := env("PARLEY_KEYS"); s != "" {
+			for _, l := range leaves(&c) {
+				if l.name == "keys" {
+					_ = l.set(s)
+				}
+			}
+		}
+		for k, s := range c.Keys {
+			if *key == "" || *key == k {
+				*key, *secret = k, s
+				break
+			}
+		}
+	}
+	if *key == "" || *secret == "" {
+		fmt.Fprintln(stderr, "parley token: no API key: pass --key and --secret, or --config with keys (a server in development mode mints its own tokens at /api/dev-token)")
+		return 2
+	}
+	var g rooms.Grants
+	for _, s := range strings.Split(*grants, ",") {
+		switch strings.TrimSpace(s) {
+		case "publish":
+			g.Publish = true
+		case "subscribe":
+			g.Subscribe = true
+		case "data":
+			g.Data = true
+		case "admin":
+			g.Admin = true
+		case "":
+		default:
+			fmt.Fprintf(stderr, "parley token: unknown grant %q (publish, subscribe, data, admin)\n", s)
+			return 2
+		}
+	}
+	tok, err := signaling.MintToken(*key, *secret, signaling.TokenSpec{Room: *room, Identity: *identity, Name: *name, Grants: g, TTL: *ttl})
+	if err != nil {
+		fmt.Fprintf(stderr, "parley token: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}
