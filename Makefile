@@ -56,7 +56,10 @@ gotest:
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" >/dev/null || exit 1; \
+		log=$$(mktemp); \
+		if ! $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" >$$log 2>&1; then \
+			cat $$log; rm -f $$log; echo "fuzz $${t#*:} failed (a crasher is saved under $${t%%:*}/testdata/fuzz)"; exit 1; \
+		fi; rm -f $$log; \
 	done
 
 compose:
