@@ -114,6 +114,7 @@ type testClient struct {
 	identity string
 	ws       *websocket.Conn
 	api      *webrtc.API
+	relay    bool // relay-only ICE through the ice_servers of the join response
 	pub, sub *webrtc.PeerConnection
 
 	wmu sync.Mutex // websocket writes
@@ -176,18 +177,42 @@ func (c *testClient) write(typ string, payload any) {
 // joinClient connects and joins; it answers subscriber offers by itself.
 func joinClient(t testing.TB, s *testServer, room, identity string, apis ...*webrtc.API) *testClient {
 	t.Helper()
+	return joinWith(t, s, room, identity, false, apis...)
+}
+
+// joinWith joins; with relay the peer connections use only the join
+// response's ICE servers, relay candidates only (TURN).
+func joinWith(t testing.TB, s *testServer, room, identity string, relay bool, apis ...*webrtc.API) *testClient {
+	t.Helper()
 	api := newAPI(t)
 	if len(apis) > 0 {
 		api = apis[0]
 	}
-	c := &testClient{t: t, identity: identity, api: api, mids: map[string]string{}, recv: map[string]*received{},
+	c := &testClient{t: t, identity: identity, api: api, relay: relay, mids: map[string]string{}, recv: map[string]*received{},
 		left: map[string]bool{}, unpub: map[string]bool{}, answered: make(chan struct{}), stopSend: make(chan struct{})}
 	c.ws = dial(t, s.url)
+	c.write(TypeJoin, Join{Token: s.token(t, room, identity), Protocol: ProtocolVersion, Room: room})
+	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var env Envelope
+	if err := c.ws.ReadJSON(&env); err != nil || env.Type != TypeJoined {
+		t.Fatalf("%s: join: %v %s %s", identity, err, env.Type, env.Data)
+	}
+	_ = c.ws.SetReadDeadline(time.Time{})
+	var j Joined
+	_ = json.Unmarshal(env.Data, &j)
+	c.joined = &j
+	cfg := webrtc.Configuration{}
+	if relay {
+		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+		for _, is := range j.ICEServers {
+			cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
+		}
+	}
 	var err error
-	if c.sub, err = c.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if c.sub, err = c.api.NewPeerConnection(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if c.pub, err = c.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if c.pub, err = c.api.NewPeerConnection(cfg); err != nil {
 		t.Fatal(err)
 	}
 	c.sub.OnICECandidate(func(ci *webrtc.ICECandidate) {
@@ -206,13 +231,7 @@ func joinClient(t testing.TB, s *testServer, room, identity string, apis ...*web
 	})
 	c.sub.OnTrack(c.onTrack)
 	t.Cleanup(c.close)
-	c.write(TypeJoin, Join{Token: s.token(t, room, identity), Protocol: ProtocolVersion, Room: room})
 	go c.readLoop()
-	waitFor(t, 10*time.Second, identity+" joined", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.joined != nil
-	})
 	return c
 }
 
