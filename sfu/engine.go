@@ -137,7 +137,7 @@ func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
 	se.SetNetworkTypes(types)
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	se.SetICETimeouts(5*time.Second, 25*time.Second, 2*time.Second)
 	if len(e.cfg.PublicIPs) > 0 {
 		se.SetNAT1To1IPs(e.cfg.PublicIPs, webrtc.ICECandidateTypeHost)
 	}

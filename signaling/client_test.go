@@ -115,6 +115,8 @@ type testClient struct {
 	ws       *websocket.Conn
 	api      *webrtc.API
 	relay    bool // relay-only ICE through the ice_servers of the join response
+	// audioEvery is the audio packet interval (default 20ms).
+	audioEvery time.Duration
 	pub, sub *webrtc.PeerConnection
 
 	wmu sync.Mutex // websocket writes
@@ -492,6 +494,9 @@ func (c *testClient) sendMedia(tr *webrtc.TrackLocalStaticRTP) {
 	defer c.sendWG.Done()
 	kind := tr.Kind()
 	interval, tsStep, size := 20*time.Millisecond, uint32(960), 100
+	if c.audioEvery > 0 {
+		interval = c.audioEvery
+	}
 	if kind == webrtc.RTPCodecTypeVideo {
 		interval, tsStep, size = 10*time.Millisecond, 900, 900
 	}
