@@ -117,7 +117,7 @@ type testClient struct {
 	relay    bool // relay-only ICE through the ice_servers of the join response
 	// audioEvery is the audio packet interval (default 20ms).
 	audioEvery time.Duration
-	pub, sub *webrtc.PeerConnection
+	pub, sub   *webrtc.PeerConnection
 
 	wmu sync.Mutex // websocket writes
 
