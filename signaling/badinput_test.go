@@ -47,7 +47,7 @@ func (r *raw) next(typ string) Envelope {
 	}
 }
 
-func (r *raw) expectError(code string) {
+func (r *raw) expectError(code string) Error {
 	r.t.Helper()
 	env := r.next(TypeError)
 	var e Error
@@ -58,6 +58,7 @@ func (r *raw) expectError(code string) {
 	if e.Message == "" {
 		r.t.Fatalf("error %q without a message", code)
 	}
+	return e
 }
 
 // expectClose reads until the server closes with the close code.
@@ -148,7 +149,9 @@ func TestBadInputDisturbsNoOne(t *testing.T) {
 		r.send("frobnicate", map[string]int{"x": 1})
 		r.expectError(CodeUnknownType)
 		r.send(TypeOffer, Offer{SDP: "this is not sdp"})
-		r.expectError(CodeBadSDP)
+		if e := r.expectError(CodeBadSDP); e.Request != TypeOffer {
+			t.Fatalf("bad_sdp error names request %q, want offer", e.Request)
+		}
 		r.send(TypeOffer, Offer{SDP: "v=0", Tracks: []TrackDesc{{TrackID: "x", Source: "hologram"}}})
 		r.expectError(CodeBadRequest)
 		r.send(TypeMute, Mute{TrackSID: "TR_nope", Muted: true})

@@ -228,12 +228,14 @@ func (c *conn) readFailed(err error) {
 	_ = c.ws.Close()
 }
 
-func (c *conn) bad(code, msg string) {
+// bad answers a client message of type req that could not be handled; the
+// session stays open.
+func (c *conn) bad(req, code, msg string) {
 	if c.badLogs < maxBadLogging {
-		c.log.Info("bad message from client", "code", code, "msg", msg)
+		c.log.Info("bad message from client", "request", req, "code", code, "msg", msg)
 	}
 	c.badLogs++
-	c.sendError(code, msg)
+	c.send(TypeError, Error{Code: code, Message: msg, Request: req})
 }
 
 // parseMessage decodes one client message into its payload struct. It is
@@ -291,7 +293,7 @@ func (c *conn) handle(data []byte) {
 		if errors.Is(err, errUnknownType) {
 			code = CodeUnknownType
 		}
-		c.bad(code, err.Error())
+		c.bad(typ, code, err.Error())
 		return
 	}
 	if c.part == nil && typ != TypeJoin {
@@ -301,7 +303,7 @@ func (c *conn) handle(data []byte) {
 	switch m := payload.(type) {
 	case *Join:
 		if c.part != nil {
-			c.bad(CodeBadRequest, "already joined")
+			c.bad(typ, CodeBadRequest, "already joined")
 			return
 		}
 		c.join(m)
@@ -339,7 +341,7 @@ func (c *conn) handle(data []byte) {
 		return
 	}
 	if err != nil {
-		c.bad(errorCode(err), fmt.Sprintf("%s: %v", typ, err))
+		c.bad(typ, errorCode(err), fmt.Sprintf("%s: %v", typ, err))
 	}
 }
 

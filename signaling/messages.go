@@ -151,4 +151,7 @@ type TrackMuted struct {
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Request is the type of the client message this error answers, when
+	// it answers one (e.g. "offer").
+	Request string `json:"request,omitempty"`
 }
