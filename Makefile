@@ -1,18 +1,25 @@
-# Parley: `make run` starts the server with embedded defaults; `make test`
-# installs what the tests need and runs every check CI runs.
+# Parley. `make run` starts the server with embedded defaults; `make test`
+# installs what the tests need and runs every check CI runs (.ci/run).
 SHELL := /bin/bash
 GO ?= go
 export GOFLAGS := -buildvcs=false
+export DEBIAN_FRONTEND := noninteractive
 
 # command:Debian package, installed by `make deps` when the command is missing.
-TEST_DEPS := chromium:chromium turnutils_uclient:coturn docker-compose:docker-compose ip:iproute2 unshare:util-linux
+# redis-server is for the planned multi-node mode and its tests.
+TEST_DEPS := chromium:chromium redis-server:redis-server turnutils_uclient:coturn \
+	docker-compose:docker-compose ip:iproute2 unshare:util-linux
 
-# Every Fuzz target in the tree, as dir:FuzzName.
-FUZZ_TARGETS = $(shell grep -rlE '^func Fuzz' --include='*_test.go' . | while read f; do \
-	for n in $$(grep -oE '^func (Fuzz[A-Za-z0-9_]+)' $$f | cut -d' ' -f2); do echo "$$(dirname $$f):$$n"; done; done)
+# The steps of `make test`, in order.
+TEST_STEPS := deps lint compile gotest fuzz compose
+
 FUZZTIME ?= 10s
+GOTEST_TIMEOUT ?= 15m
+# Packages one at a time: the media tests (40 pion peers, headless Chromium,
+# coturn) are timing-sensitive and share 2 cores in CI.
+GOTEST_FLAGS ?= -p 1
 
-.PHONY: run build test deps lint compile gotest fuzz compose bench
+.PHONY: run build test $(TEST_STEPS) bench
 
 run:
 	$(GO) run ./cmd/parley
@@ -20,50 +27,81 @@ run:
 build:
 	$(GO) build -o bin/parley ./cmd/parley
 
-test: deps lint compile gotest fuzz compose
-	@echo "make test: all checks passed"
+# Runs every step, stops at the first failure and always ends with one
+# summary line.
+test:
+	@start=$$(date +%s); passed=""; \
+	for step in $(TEST_STEPS); do \
+		echo "==> make $$step"; \
+		if ! $(MAKE) --no-print-directory $$step; then \
+			echo "make test: FAILED at '$$step' after $$(( $$(date +%s) - start ))s (passed:$${passed:- none})"; \
+			exit 1; \
+		fi; \
+		passed="$$passed $$step"; \
+	done; \
+	echo "make test: OK ($(TEST_STEPS)) in $$(( $$(date +%s) - start ))s"
 
+# Install the Debian packages of missing commands (sudo only when not root).
 deps:
 	@missing=""; for pair in $(TEST_DEPS); do \
 		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
 	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing test dependencies:$$missing"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	if [ -z "$$missing" ]; then echo "test dependencies present"; exit 0; fi; \
+	echo "installing test dependencies:$$missing"; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	if ! { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	       $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }; then \
+		if [ "$$CI" = "true" ]; then echo "CI: could not install$$missing"; exit 1; fi; \
+		echo "WARNING: could not install$$missing; the tests that need them will be skipped"; \
 	fi
 
 lint:
-	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Download modules and build every test binary while the network is there;
-# the tests themselves run without it.
+# Download modules and build every test binary (with -race, as gotest runs
+# them) while the network is there: the tests themselves run without it.
 compile:
 	$(GO) mod download
-	$(GO) test -count=1 -run '^$$' ./... >/dev/null
+	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
 
+# The tests run in a network namespace that has only loopback, so no media
+# test can reach (or be confused by) another interface: as root with
+# unshare -n, otherwise in an unprivileged user namespace (unshare -rn).
+# Without either, CI fails and a developer gets a warning.
 gotest:
-	@if .ci/netns true 2>/dev/null; then \
-		.ci/netns $(GO) test -race -count=1 -timeout 15m ./...; \
+	@ns=""; \
+	if unshare -n true 2>/dev/null; then ns="unshare -n"; \
+	elif unshare -rn true 2>/dev/null; then ns="unshare -rn"; fi; \
+	if [ -n "$$ns" ]; then \
+		echo "$$ns: go test -race ./... (loopback only)"; \
+		$$ns sh -c 'ip link set lo up && exec "$$@"' netns $(GO) test -race -count=1 -timeout $(GOTEST_TIMEOUT) $(GOTEST_FLAGS) ./...; \
 	elif [ "$$CI" = "true" ]; then \
-		echo "CI: cannot create a loopback-only network namespace (unshare -n needs root)"; exit 1; \
+		echo "CI: cannot create a loopback-only network namespace (unshare -n needs root or user namespaces)"; exit 1; \
 	else \
-		echo "WARNING: no network namespace (run as root for one); media tests will see every interface"; \
-		$(GO) test -race -count=1 -timeout 15m ./...; \
+		echo "WARNING: cannot create a loopback-only network namespace (run as root); media tests will see every interface"; \
+		$(GO) test -race -count=1 -timeout $(GOTEST_TIMEOUT) $(GOTEST_FLAGS) ./...; \
 	fi
 
+# Every `func FuzzX` in a _test.go file, found afresh on each run, for
+# FUZZTIME each. A failing input is saved under the package's testdata/fuzz:
+# fix the bug and commit it as a regression case.
 fuzz:
-	@for t in $(FUZZ_TARGETS); do \
-		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
-		log=$$(mktemp); \
-		if ! $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" >$$log 2>&1; then \
-			cat $$log; rm -f $$log; echo "fuzz $${t#*:} failed (a crasher is saved under $${t%%:*}/testdata/fuzz)"; exit 1; \
-		fi; rm -f $$log; \
+	@targets=$$(grep -rE --include='*_test.go' --exclude-dir=.git -o '^func Fuzz[A-Za-z0-9_]*' . | \
+		sed -E 's#^(.*)/[^/]*_test\.go:func (Fuzz[A-Za-z0-9_]*)$$#\1:\2#' | sort -u); \
+	if [ -z "$$targets" ]; then echo "no fuzz targets"; exit 0; fi; \
+	log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	for t in $$targets; do \
+		pkg="$${t%%:*}"; name="$${t##*:}"; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		if ! $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg" >"$$log" 2>&1; then \
+			cat "$$log"; echo "fuzz $$pkg $$name FAILED"; exit 1; \
+		fi; \
 	done
 
 compose:
 	docker-compose -f docker-compose.yml config -q
+	@echo "docker-compose.yml is valid"
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./sfu/

@@ -2,162 +2,441 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
-	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
-// newBrowser starts headless Chromium with a fake camera, microphone and
-// screen. Tests carrying media run inside a loopback-only network
-// namespace (see Makefile), so ICE only finds 127.0.0.1.
-func newBrowser(t *testing.T) context.Context {
+// The browser tests drive real headless Chromium tabs (the demo page in
+// web/static) against a whole Parley server. Run them in a network namespace
+// that has only loopback, so ICE can use nothing but 127.0.0.1:
+//
+//	go test -c -o /dev/null ./cmd/parley/ # fetch modules first
+//	unshare -n sh -c 'ip link set lo up && go test -race -run Browser -v ./cmd/parley/'
+
+const chromiumPath = "/usr/bin/chromium"
+
+// browserFlags are exactly the flags the browser runs with: headless, fake
+// camera, microphone and screen, and loopback ICE candidates.
+var browserFlags = []string{
+	"headless", "no-sandbox", "disable-gpu", "disable-quic", "no-first-run",
+	"disable-background-networking", "disable-component-update", "disable-sync",
+	"allow-loopback-in-peer-connection", "use-fake-device-for-media-stream", "use-fake-ui-for-media-stream",
+}
+
+// requireChromium skips the test without Chromium, or fails it when CI=true.
+func requireChromium(t *testing.T) {
 	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
+	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium is required in CI (apt-get install chromium)")
+			t.Fatalf("browser test needs %s: %v", chromiumPath, err)
 		}
-		t.Skip("chromium not installed (apt-get install chromium)")
+		t.Skipf("browser test skipped: %s not found (install chromium)", chromiumPath)
 	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+}
+
+// startBrowser starts one Chromium for the test and returns a context whose
+// children are tabs. It skips (or, with CI=true, fails) without Chromium.
+func startBrowser(t *testing.T) context.Context {
+	t.Helper()
+	requireChromium(t)
+	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(chromiumPath), chromedp.UserDataDir(t.TempDir())}
+	for _, f := range browserFlags {
+		opts = append(opts, chromedp.Flag(f, true))
 	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, cancelB := chromedp.NewContext(actx)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancelBrowser()
+		cancelAlloc()
+	})
+	// The first run starts the browser and must not carry a timeout (the
+	// timeout would stop the browser); a watchdog bounds it instead.
+	watchdog := time.AfterFunc(30*time.Second, cancelBrowser)
+	defer watchdog.Stop()
 	if err := chromedp.Do(bctx); err != nil {
-		cancelB()
-		cancelA()
 		t.Fatalf("start chromium: %v", err)
 	}
-	t.Cleanup(func() { cancelB(); cancelA() })
 	return bctx
 }
 
-// tab opens a new tab on url.
-func tab(t *testing.T, browser context.Context, url string) context.Context {
-	t.Helper()
-	ctx, cancel := chromedp.NewContext(browser)
-	t.Cleanup(cancel)
-	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
-		t.Fatalf("open %s: %v", url, err)
-	}
-	return ctx
+// page is one browser tab; it keeps the tab's console output, shown when
+// the test fails.
+type page struct {
+	name  string
+	ctx   context.Context
+	close context.CancelFunc // closes the tab
+
+	mu   sync.Mutex
+	logs []string
 }
 
-func evalJS[T any](ctx context.Context, js string) (T, error) {
-	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+func newPage(t *testing.T, browser context.Context, name string) *page {
+	t.Helper()
+	p := &page{name: name}
+	listen := func(ev any) {
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			var b strings.Builder
+			for _, a := range ev.Args {
+				b.WriteString(" ")
+				if a.Value != nil {
+					b.Write(a.Value)
+				} else {
+					b.WriteString(a.Description)
+				}
+			}
+			p.log(fmt.Sprintf("console.%s:%s", ev.Type, b.String()))
+		case *runtime.EventExceptionThrown:
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil {
+				msg += " " + d.Exception.Description
+			}
+			p.log(fmt.Sprintf("exception: %s (%s:%d)", msg, d.URL, d.LineNumber+1))
+		}
+	}
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithListener(listen))
+	p.ctx, p.close = ctx, cancel
+	if err := chromedp.Do(ctx); err != nil {
+		cancel()
+		t.Fatalf("%s: open tab: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("%s: browser console:\n  %s", name, strings.Join(p.logs, "\n  "))
+			p.mu.Unlock()
+		}
+		cancel()
+	})
+	return p
+}
+
+func (p *page) log(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.logs) < 500 {
+		p.logs = append(p.logs, time.Now().Format("15:04:05.000")+" "+s)
+	}
+}
+
+// run runs actions on the tab, bounded by timeout.
+func (p *page) run(t *testing.T, timeout time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, timeout)
 	defer cancel()
-	return chromedp.Run(c, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
-}
-
-// click clicks a button by id, as a user would.
-func click(t *testing.T, ctx context.Context, id string) {
-	t.Helper()
-	if _, err := evalJS[bool](ctx, fmt.Sprintf(`(() => { const b = document.getElementById(%q); if (!b || b.disabled) return false; b.click(); return true; })()`, id)); err != nil {
-		t.Fatalf("click #%s: %v", id, err)
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", p.name, err)
 	}
 }
 
-// decodedVideos counts inbound video streams with decoded frames.
-const decodedVideos = `(async () => {
+// eval evaluates a JavaScript expression, awaiting a promise.
+func eval[T any](ctx context.Context, expr string) (T, error) {
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+// waitFor polls a numeric JavaScript expression until ok accepts it.
+func (p *page) waitFor(t *testing.T, what, expr string, timeout time.Duration, ok func(float64) bool) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, timeout)
+	defer cancel()
+	var last float64
+	var lastErr error
+	for {
+		v, err := eval[float64](ctx, expr)
+		if err == nil {
+			last = v
+			if ok(v) {
+				return v
+			}
+		} else {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
+			state, _ := eval[string](sctx, `String(window.parley && window.parley.state)`)
+			cancel()
+			t.Fatalf("%s: %s: not after %s (last value %v, last error %v, page state %q)", p.name, what, timeout, last, lastErr, state)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// decodingVideos counts the subscriber connection's inbound video streams
+// that have decoded at least one frame, from RTCPeerConnection.getStats().
+const decodingVideos = `(async () => {
   const pc = window.parley && window.parley.subscriberPC;
   if (!pc) return 0;
+  const stats = await pc.getStats();
   let n = 0;
-  (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video' && r.framesDecoded > 0) n++; });
+  stats.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video' && r.framesDecoded > 0) n++; });
   return n;
 })()`
 
-func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, js string, want func(float64) bool) {
+// framesDecoded sums framesDecoded over the subscriber's inbound video.
+const framesDecoded = `(async () => {
+  const pc = window.parley && window.parley.subscriberPC;
+  if (!pc) return 0;
+  const stats = await pc.getStats();
+  let n = 0;
+  stats.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0; });
+  return n;
+})()`
+
+// dropSockets closes every WebSocket of the page from the client side, as a
+// network failure would, and returns how many it closed. The page keeps its
+// socket private, so this finds them through the DevTools heap query.
+func dropSockets(t *testing.T, p *page) int {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var v float64
-	var err error
-	for time.Now().Before(deadline) {
-		if v, err = evalJS[float64](ctx, js); err == nil && want(v) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s (last value %v, err %v)", d, what, v, err)
-}
-
-func atLeast(n float64) func(float64) bool { return func(v float64) bool { return v >= n } }
-
-func TestBrowserCall(t *testing.T) {
-	base, _ := startServer(t)
-	browser := newBrowser(t)
-	a := tab(t, browser, base+"/?room=e2e&name=Alice")
-	b := tab(t, browser, base+"/?room=e2e&name=Bob")
-
-	waitJS(t, a, 20*time.Second, "Alice decodes Bob's video", decodedVideos, atLeast(1))
-	waitJS(t, b, 20*time.Second, "Bob decodes Alice's video", decodedVideos, atLeast(1))
-
-	// Alice shares her screen: Bob decodes a second video in a screen tile.
-	click(t, a, "btn-screen")
-	waitJS(t, b, 20*time.Second, "Bob decodes Alice's screen", decodedVideos, atLeast(2))
-	waitJS(t, b, 5*time.Second, "a screen tile on Bob's page",
-		`document.querySelectorAll('.tile[data-source="screen"]').length`, atLeast(1))
-
-	// Alice stops sharing: the screen tile goes away on Bob's page.
-	click(t, a, "btn-screen")
-	waitJS(t, b, 10*time.Second, "the screen tile to disappear",
-		`document.querySelectorAll('.tile[data-source="screen"]').length`, func(v float64) bool { return v == 0 })
-
-	// Alice leaves: her tile disappears on Bob's page.
-	aliceSID, err := evalJS[string](a, `window.parley.self.sid`)
-	if err != nil || aliceSID == "" {
-		t.Fatalf("alice sid %q: %v", aliceSID, err)
-	}
-	waitJS(t, b, 5*time.Second, "Alice's tile on Bob's page",
-		fmt.Sprintf(`document.querySelectorAll('.tile[data-participant-sid="%s"]').length`, aliceSID), atLeast(1))
-	click(t, a, "btn-leave")
-	waitJS(t, b, 10*time.Second, "Alice's tile to disappear",
-		fmt.Sprintf(`document.querySelectorAll('.tile[data-participant-sid="%s"]').length`, aliceSID), func(v float64) bool { return v == 0 })
-}
-
-// TestBrowserFirstFrameTime measures, with one participant already in the
-// room, the time from opening the deep link to the first decoded remote
-// frame. The README quotes it.
-func TestBrowserFirstFrameTime(t *testing.T) {
-	base, _ := startServer(t)
-	browser := newBrowser(t)
-	first := tab(t, browser, base+"/?room=timing&name=First")
-	waitJS(t, first, 20*time.Second, "first page publishing", `window.parley && window.parley.state === 'connected' ? 1 : 0`, atLeast(1))
-	// Warm the browser (codec init, first page load) so the figure is the
-	// join itself.
-	warm := tab(t, browser, base+"/?room=warmup&name=Warm")
-	_ = warm
-
-	ctx, cancel := chromedp.NewContext(browser)
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatal(err)
+	n, err := chromedp.Run(ctx, func(ctx context.Context, tg *chromedp.Target) (int, error) {
+		proto, err := cdp.Call(ctx, tg, runtime.Evaluate, runtime.EvaluateParams{Expression: "WebSocket.prototype"})
+		if err != nil {
+			return 0, err
+		}
+		found, err := cdp.Call(ctx, tg, runtime.QueryObjects, runtime.QueryObjectsParams{PrototypeObjectID: proto.Result.ObjectID})
+		if err != nil {
+			return 0, err
+		}
+		byValue := true
+		res, err := cdp.Call(ctx, tg, runtime.CallFunctionOn, runtime.CallFunctionOnParams{
+			FunctionDeclaration: `function () { this.forEach((ws) => ws.close(4000, 'test drops the socket')); return this.length; }`,
+			ObjectID:            found.Objects.ObjectID,
+			ReturnByValue:       &byValue,
+		})
+		if err != nil {
+			return 0, err
+		}
+		var n int
+		err = json.Unmarshal(res.Result.Value, &n)
+		return n, err
+	})
+	if err != nil {
+		t.Fatalf("%s: drop the WebSocket: %v", p.name, err)
 	}
+	return n
+}
+
+// shot saves a screenshot of the tab to $PARLEY_BROWSER_SHOTS/name.png,
+// when that variable names a directory.
+func shot(t *testing.T, p *page, name string) {
+	dir := os.Getenv("PARLEY_BROWSER_SHOTS")
+	if dir == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+	}
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+	}
+}
+
+// tiles counts the tiles matching a CSS selector.
+func tiles(selector string) string {
+	return fmt.Sprintf(`document.querySelectorAll(%q).length`, selector)
+}
+
+func deepLink(base, room, name string) string {
+	q := url.Values{"room": {room}, "name": {name}}
+	return base + "/?" + q.Encode()
+}
+
+func selfField(t *testing.T, p *page, field string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	v, err := eval[string](ctx, fmt.Sprintf(`String(window.parley.self && window.parley.self.%s || '')`, field))
+	if err != nil || v == "" {
+		t.Fatalf("%s: window.parley.self.%s: %q, %v", p.name, field, v, err)
+	}
+	return v
+}
+
+// TestBrowserCall: two tabs meet in one room and see each other; one
+// shares its screen, which the other decodes as a second video; then it
+// leaves and disappears from the other tab.
+func TestBrowserCall(t *testing.T) {
+	requireChromium(t)
+	// The server first, so that cleanup closes the browser (and its pooled
+	// HTTP connections) before the server shuts down.
+	base, _ := startServer(t)
+	browser := startBrowser(t)
+	const room = "browser-call"
+	const decodeTimeout = 20 * time.Second
+
+	alice := newPage(t, browser, "alice")
+	alice.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "Alice")))
+	alice.waitFor(t, "alice joined and publishes", `window.parley && window.parley.publisherPC && window.parley.publisherPC.connectionState === 'connected' ? 1 : 0`,
+		decodeTimeout, func(v float64) bool { return v == 1 })
+	aliceSID := selfField(t, alice, "sid")
+
+	bob := newPage(t, browser, "bob")
 	start := time.Now()
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?room=timing&name=Second")); err != nil {
-		t.Fatal(err)
-	}
-	waitJS(t, ctx, 20*time.Second, "first remote frame", decodedVideos, atLeast(1))
+	bob.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "Bob")))
+	bob.waitFor(t, "bob decodes alice's video", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 1 })
+	t.Logf("bob joined and decoded alice's video in %d ms (cold browser)", time.Since(start).Milliseconds())
+	bobSID := selfField(t, bob, "sid")
+
+	t.Run("both decode each other", func(t *testing.T) {
+		alice.waitFor(t, "alice decodes bob's video", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 1 })
+		alice.waitFor(t, "alice shows bob's tile", tiles(fmt.Sprintf(`[data-participant-sid=%q][data-source="camera"]`, bobSID)),
+			5*time.Second, func(v float64) bool { return v == 1 })
+		bob.waitFor(t, "bob shows alice's tile", tiles(fmt.Sprintf(`[data-participant-sid=%q][data-source="camera"]`, aliceSID)),
+			5*time.Second, func(v float64) bool { return v == 1 })
+	})
+
+	aliceTile := fmt.Sprintf(`[data-participant-sid=%q][data-source="camera"]`, aliceSID)
+	t.Run("mute", func(t *testing.T) {
+		alice.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-mic")))
+		bob.waitFor(t, "bob sees alice's microphone off", tiles(aliceTile+" .flag-mic"), 5*time.Second, func(v float64) bool { return v == 1 })
+		alice.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-mic")))
+		bob.waitFor(t, "bob sees alice's microphone on", tiles(aliceTile+" .flag-mic"), 5*time.Second, func(v float64) bool { return v == 0 })
+
+		alice.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-cam")))
+		bob.waitFor(t, "bob sees alice's camera off", tiles(aliceTile+".no-video"), 5*time.Second, func(v float64) bool { return v == 1 })
+		before := bob.waitFor(t, "frames decoded", framesDecoded, 5*time.Second, func(float64) bool { return true })
+		alice.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-cam")))
+		bob.waitFor(t, "bob sees alice's camera on", tiles(aliceTile+".no-video"), 10*time.Second, func(v float64) bool { return v == 0 })
+		bob.waitFor(t, "bob decodes alice's video again", framesDecoded, 10*time.Second, func(v float64) bool { return v > before+10 })
+	})
+	shot(t, alice, "alice-call")
+
+	t.Run("reconnect", func(t *testing.T) {
+		if n := dropSockets(t, bob); n != 1 {
+			t.Fatalf("bob had %d WebSockets, want 1", n)
+		}
+		bob.waitFor(t, "bob reconnects", `window.parley.state === 'reconnecting' ? 1 : 0`, 5*time.Second, func(v float64) bool { return v == 1 })
+		bob.waitFor(t, "bob is back", `window.parley.state === 'connected' ? 1 : 0`, 15*time.Second, func(v float64) bool { return v == 1 })
+		bob.waitFor(t, "bob decodes alice's video again", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 1 })
+		newSID := selfField(t, bob, "sid")
+		if newSID == bobSID {
+			t.Fatalf("bob kept session %s across a reconnect", newSID)
+		}
+		bobSID = newSID
+		alice.waitFor(t, "alice shows bob's new tile only", tiles(`.tile:not(.local)[data-source="camera"]`)+` === 1 && `+
+			tiles(fmt.Sprintf(`[data-participant-sid=%q]`, bobSID))+` === 1 ? 1 : 0`, 10*time.Second, func(v float64) bool { return v == 1 })
+		before := alice.waitFor(t, "frames decoded", framesDecoded, 5*time.Second, func(float64) bool { return true })
+		alice.waitFor(t, "alice decodes bob's video again", framesDecoded, decodeTimeout, func(v float64) bool { return v > before+10 })
+	})
+
+	aliceScreen := tiles(fmt.Sprintf(`[data-participant-sid=%q][data-source="screen"]`, aliceSID))
+	t.Run("screen share", func(t *testing.T) {
+		alice.run(t, 10*time.Second, chromedp.WaitEnabled(chromedp.CSS("#btn-screen")), chromedp.Click(chromedp.CSS("#btn-screen")))
+		bob.waitFor(t, "bob decodes alice's camera and screen", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 2 })
+		bob.waitFor(t, "bob shows alice's screen tile", aliceScreen, 5*time.Second, func(v float64) bool { return v == 1 })
+
+		// Stopping the share takes the tile away again.
+		alice.run(t, 10*time.Second, chromedp.Click(chromedp.CSS("#btn-screen")))
+		bob.waitFor(t, "alice's screen tile leaves bob's page", aliceScreen, 10*time.Second, func(v float64) bool { return v == 0 })
+		bob.waitFor(t, "bob still shows alice's camera", tiles(fmt.Sprintf(`[data-participant-sid=%q][data-source="camera"]`, aliceSID)),
+			5*time.Second, func(v float64) bool { return v == 1 })
+
+		// Share again, so that leaving below also has a screen to take away.
+		alice.run(t, 10*time.Second, chromedp.WaitEnabled(chromedp.CSS("#btn-screen")), chromedp.Click(chromedp.CSS("#btn-screen")))
+		bob.waitFor(t, "bob shows alice's second screen share", aliceScreen, decodeTimeout, func(v float64) bool { return v == 1 })
+		shot(t, bob, "bob-screen")
+	})
+
+	t.Run("leave", func(t *testing.T) {
+		alice.run(t, 10*time.Second, chromedp.Click(chromedp.CSS("#btn-leave")))
+		bob.waitFor(t, "alice's tiles leave bob's page", tiles(fmt.Sprintf(`[data-participant-sid=%q]`, aliceSID)),
+			10*time.Second, func(v float64) bool { return v == 0 })
+		bob.waitFor(t, "bob keeps his own tile", tiles(fmt.Sprintf(`[data-participant-sid=%q]`, bobSID)),
+			5*time.Second, func(v float64) bool { return v >= 1 })
+	})
+}
+
+// TestBrowserJoinPaths: the lobby joins and updates the URL; a bad token
+// and a server that needs tokens give clear messages.
+func TestBrowserJoinPaths(t *testing.T) {
+	requireChromium(t)
+	base, _ := startServer(t)
+	keyed, _ := startServer(t, func(c *Config) { c.Keys = map[string]string{"k1": strings.Repeat("s", 40)} })
+	browser := startBrowser(t)
+	p := newPage(t, browser, "carol")
+
+	t.Run("lobby", func(t *testing.T) {
+		p.run(t, 15*time.Second,
+			chromedp.Navigate(base+"/"),
+			chromedp.WaitVisible(chromedp.CSS("#lobby")),
+			chromedp.SetValue(chromedp.CSS("#lobby-room"), "lobby-test"),
+			chromedp.SetValue(chromedp.CSS("#lobby-name"), "Carol"),
+			chromedp.Click(chromedp.CSS("#lobby button[type=submit]")),
+		)
+		p.waitFor(t, "carol joined", `window.parley.self ? 1 : 0`, 10*time.Second, func(v float64) bool { return v == 1 })
+		p.waitFor(t, "the URL names room and name", `location.search.includes('room=lobby-test') && location.search.includes('name=Carol') ? 1 : 0`,
+			time.Second, func(v float64) bool { return v == 1 })
+		p.waitFor(t, "connected", `window.parley.state === 'connected' ? 1 : 0`, 10*time.Second, func(v float64) bool { return v == 1 })
+		p.waitFor(t, "own tile", tiles(`.tile.local[data-source="camera"]`), time.Second, func(v float64) bool { return v == 1 })
+		shot(t, p, "carol-alone")
+		p.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-leave")))
+		p.waitFor(t, "left", `window.parley.state === 'disconnected' && !document.querySelector('#lobby').hidden ? 1 : 0`,
+			5*time.Second, func(v float64) bool { return v == 1 })
+	})
+
+	t.Run("bad token", func(t *testing.T) {
+		p.run(t, 15*time.Second, chromedp.Navigate(base+"/?room=x&token=not-a-token"))
+		p.waitFor(t, "invalid token message", `document.querySelector('#message').textContent.includes('not valid') ? 1 : 0`,
+			10*time.Second, func(v float64) bool { return v == 1 })
+		p.waitFor(t, "disconnected", `window.parley.state === 'disconnected' ? 1 : 0`, 5*time.Second, func(v float64) bool { return v == 1 })
+	})
+
+	t.Run("server needs a token", func(t *testing.T) {
+		p.run(t, 15*time.Second, chromedp.Navigate(keyed+"/?room=x&name=Dave"))
+		p.waitFor(t, "needs-a-token message", `document.querySelector('#message').textContent.includes('needs a join token') ? 1 : 0`,
+			10*time.Second, func(v float64) bool { return v == 1 })
+		shot(t, p, "needs-token")
+	})
+}
+
+// TestBrowserFirstFrameTime measures what a user waits for: with one
+// participant already publishing, the time from opening the deep link to
+// the first decoded remote video frame. It writes the milliseconds to
+// $PARLEY_FIRST_FRAME_OUT when that is set (the README quotes the figure).
+func TestBrowserFirstFrameTime(t *testing.T) {
+	requireChromium(t)
+	base, _ := startServer(t)
+	browser := startBrowser(t)
+	const room = "first-frame"
+
+	first := newPage(t, browser, "first")
+	first.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "First")))
+	first.waitFor(t, "first page publishes", `window.parley && window.parley.state === 'connected' && window.parley.publisherPC ? 1 : 0`,
+		20*time.Second, func(v float64) bool { return v == 1 })
+	// Warm the browser (page load, codecs) in another room, so that the
+	// figure is the join itself rather than the browser's first start.
+	warm := newPage(t, browser, "warm")
+	warm.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, "warm-up", "Warm")))
+	warm.waitFor(t, "warm-up page connected", `window.parley && window.parley.state === 'connected' ? 1 : 0`,
+		20*time.Second, func(v float64) bool { return v == 1 })
+	warm.close() // so that it does not load the CPU while we measure
+
+	second := newPage(t, browser, "second")
+	start := time.Now()
+	second.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "Second")))
+	second.waitFor(t, "first remote frame", decodingVideos, 20*time.Second, func(v float64) bool { return v >= 1 })
 	elapsed := time.Since(start)
 	t.Logf("first remote frame decoded after %d ms", elapsed.Milliseconds())
 	if out := os.Getenv("PARLEY_FIRST_FRAME_OUT"); out != "" {
-		_ = os.WriteFile(out, []byte(fmt.Sprintf("%d\n", elapsed.Milliseconds())), 0o644)
+		if err := os.WriteFile(out, fmt.Appendf(nil, "%d\n", elapsed.Milliseconds()), 0o644); err != nil {
+			t.Errorf("write %s: %v", out, err)
+		}
 	}
 }

@@ -9,11 +9,18 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/parley-rtc/parley/rooms"
+	"github.com/parley-rtc/parley/sfu"
+	"github.com/parley-rtc/parley/signaling"
+	"github.com/parley-rtc/parley/turn"
 )
 
 // Config is the whole server configuration. Every key is settable, in
@@ -104,7 +111,8 @@ func defaults() Config {
 
 var errConfig = errors.New("config")
 
-// loadFile merges a YAML file over c; unknown keys are errors.
+// loadFile merges a YAML file over c. Unknown keys and values of the wrong
+// type are errors that name the key and its line.
 func loadFile(c *Config, path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -112,10 +120,122 @@ func loadFile(c *Config, path string) error {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: %s: %v (see configs/parley.yaml for every key)", errConfig, path, err)
+	err = dec.Decode(c)
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
 	}
-	return nil
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%w: %s: %v", errConfig, path, err)
+	}
+	var doc yaml.Node
+	_ = yaml.Unmarshal(data, &doc)
+	keys := keyLines(&doc)
+	types := map[string]reflect.Type{}
+	for _, l := range leaves(c) {
+		types[l.name] = l.v.Type()
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		msgs = append(msgs, explainYAMLError(e, keys, types))
+	}
+	return fmt.Errorf("%w: %s: %s (configs/parley.yaml documents every key)", errConfig, path, strings.Join(msgs, "; "))
+}
+
+// keyLine is one mapping key of a YAML document and the line it is on.
+type keyLine struct {
+	line int
+	path string
+}
+
+// keyLines lists every mapping key of doc, in document order, by dotted path.
+func keyLines(doc *yaml.Node) []keyLine {
+	var out []keyLine
+	var walk func(prefix string, n *yaml.Node)
+	walk = func(prefix string, n *yaml.Node) {
+		switch n.Kind {
+		case yaml.DocumentNode, yaml.SequenceNode:
+			for _, ch := range n.Content {
+				walk(prefix, ch)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				path := n.Content[i].Value
+				if prefix != "" {
+					path = prefix + "." + path
+				}
+				out = append(out, keyLine{n.Content[i].Line, path})
+				walk(path, n.Content[i+1])
+			}
+		}
+	}
+	walk("", doc)
+	return out
+}
+
+var (
+	yamlErrLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	yamlErrUnknown = regexp.MustCompile(`^field (\S+) not found in type`)
+)
+
+// explainYAMLError turns one of yaml.v3's type errors ("line 2: field x not
+// found in type struct {...}", "line 4: cannot unmarshal !!str `soon` into
+// time.Duration") into a message that names the key.
+func explainYAMLError(e string, keys []keyLine, types map[string]reflect.Type) string {
+	m := yamlErrLine.FindStringSubmatch(e)
+	if m == nil {
+		return e
+	}
+	line, _ := strconv.Atoi(m[1])
+	msg := m[2]
+	if u := yamlErrUnknown.FindStringSubmatch(msg); u != nil {
+		for _, k := range keys {
+			if k.line == line && (k.path == u[1] || strings.HasSuffix(k.path, "."+u[1])) {
+				return fmt.Sprintf("line %d: unknown key %s", line, k.path)
+			}
+		}
+		return fmt.Sprintf("line %d: unknown key %s", line, u[1])
+	}
+	// The value on this line belongs to the last key at or before it.
+	key := ""
+	for _, k := range keys {
+		if k.line <= line {
+			key = k.path
+		}
+	}
+	if key == "" {
+		return e
+	}
+	for {
+		if t, ok := types[key]; ok {
+			return fmt.Sprintf("line %d: %s: want %s (%s)", line, key, wantOf(t), msg)
+		}
+		i := strings.LastIndex(key, ".")
+		if i < 0 {
+			break
+		}
+		key = key[:i] // e.g. keys.mykey -> keys
+	}
+	return fmt.Sprintf("line %d: %s", line, msg)
+}
+
+// wantOf describes what a value of type t looks like.
+func wantOf(t reflect.Type) string {
+	switch t {
+	case reflect.TypeFor[time.Duration]():
+		return "a duration such as 10s or 1m30s"
+	case reflect.TypeFor[[]string]():
+		return "a list such as [a, b]"
+	case reflect.TypeFor[map[string]string]():
+		return "a map of API key to secret"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64:
+		return "a whole number"
+	}
+	return "a string"
 }
 
 // leaf is one configurable key: its dotted name and where it lives.
@@ -199,23 +319,46 @@ func envName(key string) string {
 	return "PARLEY_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
-// loadConfig builds the configuration from defaults, file, env and args.
+// applyEnv sets every key that has a non-empty PARLEY_SECTION_KEY variable.
+func applyEnv(c *Config, env func(string) string) error {
+	for _, l := range leaves(c) {
+		if s := env(envName(l.name)); s != "" {
+			if err := l.set(s); err != nil {
+				return fmt.Errorf("%w (from %s)", err, envName(l.name))
+			}
+		}
+	}
+	return nil
+}
+
+// loadConfig builds the configuration from, in increasing precedence, the
+// defaults, the file (--config or PARLEY_CONFIG), the environment and the
+// flags in args, and validates it.
 func loadConfig(args []string, env func(string) string) (Config, error) {
 	c := defaults()
 	fs := flag.NewFlagSet("parley serve", flag.ContinueOnError)
-	configPath := fs.String("config", env("PARLEY_CONFIG"), "YAML config file (see configs/parley.yaml)")
-	// Flags are applied after the file and env, so collect them first.
+	configPath := fs.String("config", env("PARLEY_CONFIG"), "YAML config file, see configs/parley.yaml (env PARLEY_CONFIG)")
+	// Flags win over the file and env, so they are collected here and
+	// applied last.
 	type pending struct {
 		l leaf
 		s string
 	}
 	var fromFlags []pending
 	for _, l := range leaves(&c) {
-		l := l
-		fs.Func(l.name, fmt.Sprintf("%s (env %s)", l.usage, envName(l.name)), func(s string) error {
+		usage := fmt.Sprintf("%s (env %s)", l.usage, envName(l.name))
+		if d := fmt.Sprint(l.v.Interface()); d != "" && d != "[]" && d != "map[]" && d != "0" && d != "false" {
+			usage = fmt.Sprintf("%s (default %s, env %s)", l.usage, d, envName(l.name))
+		}
+		collect := func(s string) error {
 			fromFlags = append(fromFlags, pending{l, s})
 			return nil
-		})
+		}
+		if l.v.Kind() == reflect.Bool {
+			fs.BoolFunc(l.name, usage, collect) // --rtc.include_loopback=false
+		} else {
+			fs.Func(l.name, usage, collect)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -228,46 +371,69 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 			return c, err
 		}
 	}
-	ls := leaves(&c)
-	for _, l := range ls {
-		if s, ok := lookupEnv(env, envName(l.name)); ok {
-			if err := l.set(s); err != nil {
-				return c, fmt.Errorf("%w (from %s)", err, envName(l.name))
-			}
-		}
+	if err := applyEnv(&c, env); err != nil {
+		return c, err
 	}
 	byName := map[string]leaf{}
-	for _, l := range ls {
+	for _, l := range leaves(&c) {
 		byName[l.name] = l
 	}
 	for _, p := range fromFlags {
 		if err := byName[p.l.name].set(p.s); err != nil {
-			return c, err
+			return c, fmt.Errorf("%w (from --%s)", err, p.l.name)
 		}
 	}
 	return c, c.Validate()
 }
 
-func lookupEnv(env func(string) string, name string) (string, bool) {
-	v := env(name)
-	return v, v != ""
+// The packages' own configs, built from this one.
+
+func (c *Config) sfuConfig() sfu.Config {
+	return sfu.Config{UDPPort: c.RTC.UDPPort, TCPPort: c.RTC.TCPPort, ListenIP: c.RTC.ListenIP,
+		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback}
 }
 
-// Validate checks what the packages do not: each message names its key.
+func (c *Config) roomsConfig() rooms.Config {
+	return rooms.Config{MaxParticipants: c.Rooms.MaxParticipants, MaxRooms: c.Rooms.MaxRooms,
+		MaxTracksPerParticipant: c.Rooms.MaxTracksPerParticipant, NegotiationTimeout: c.Signaling.NegotiationTimeout}
+}
+
+// signalingConfig leaves ICEServersFor to serve, which knows the TURN server.
+func (c *Config) signalingConfig() signaling.Config {
+	return signaling.Config{MaxMessageBytes: c.Signaling.MaxMessageBytes, PingInterval: c.Signaling.PingInterval,
+		PongTimeout: c.Signaling.PongTimeout, WriteTimeout: c.Signaling.WriteTimeout,
+		NegotiationTimeout: c.Signaling.NegotiationTimeout, AllowedOrigins: c.Signaling.AllowedOrigins, Keys: c.Keys}
+}
+
+func (c *Config) turnConfig() turn.Config {
+	t := c.TURN
+	return turn.Config{Enabled: t.Enabled, Realm: "parley", Host: t.Host, PublicIP: t.PublicIP, ListenIP: t.ListenIP,
+		UDPPort: t.UDPPort, TCPPort: t.TCPPort, TLSPort: t.TLSPort, CertFile: t.CertFile, KeyFile: t.KeyFile,
+		RelayPortMin: t.RelayPortMin, RelayPortMax: t.RelayPortMax, Secret: t.Secret, CredentialTTL: t.CredentialTTL,
+		AllowPeers: t.AllowPeers, DenyPeers: t.DenyPeers, UserQuota: t.UserQuota, TotalQuota: t.TotalQuota}
+}
+
+// Validate checks every key, so that a bad value stops the server before it
+// opens a port; each message names the key, e.g.
+// "config: rtc.udp_port: 70000 is not a port (1-65535)".
 func (c *Config) Validate() error {
 	if _, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		return fmt.Errorf("%w: http.listen: %q is not host:port (e.g. :7880)", errConfig, c.HTTP.Listen)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("%w: http.listen: %q has no valid port", errConfig, c.HTTP.Listen)
+		return fmt.Errorf("%w: http.listen: %q has no valid port (1-65535)", errConfig, c.HTTP.Listen)
 	}
 	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
-		return fmt.Errorf("%w: http.tls_cert and http.tls_key go together", errConfig)
+		return fmt.Errorf("%w: http.tls_cert and http.tls_key go together (set both or neither)", errConfig)
 	}
+	// 0 picks a free port (tests); not worth advertising in the message.
 	if c.RTC.UDPPort < 0 || c.RTC.UDPPort > 65535 {
 		return fmt.Errorf("%w: rtc.udp_port: %d is not a port (1-65535)", errConfig, c.RTC.UDPPort)
 	}
 	if c.RTC.TCPPort < -1 || c.RTC.TCPPort > 65535 {
-		return fmt.Errorf("%w: rtc.tcp_port: %d is not a port (0 = off)", errConfig, c.RTC.TCPPort)
+		return fmt.Errorf("%w: rtc.tcp_port: %d is not a port (1-65535, 0 = off)", errConfig, c.RTC.TCPPort)
+	}
+	if c.Signaling.MaxMessageBytes < 1 {
+		return fmt.Errorf("%w: signaling.max_message_bytes: %d must be positive", errConfig, c.Signaling.MaxMessageBytes)
 	}
 	for _, kv := range []struct {
 		key string
@@ -283,14 +449,15 @@ func (c *Config) Validate() error {
 		d   time.Duration
 	}{{"signaling.ping_interval", c.Signaling.PingInterval}, {"signaling.pong_timeout", c.Signaling.PongTimeout},
 		{"signaling.write_timeout", c.Signaling.WriteTimeout}, {"signaling.negotiation_timeout", c.Signaling.NegotiationTimeout},
-		{"shutdown_timeout", c.ShutdownTimeout}} {
+		{"turn.credential_ttl", c.TURN.CredentialTTL}, {"shutdown_timeout", c.ShutdownTimeout}} {
 		if kv.d <= 0 {
 			return fmt.Errorf("%w: %s: %s must be positive", errConfig, kv.key, kv.d)
 		}
 	}
-	for k, s := range c.Keys {
-		if len(s) < 32 {
-			return fmt.Errorf("%w: keys.%s: the secret must be at least 32 characters (e.g. openssl rand -base64 32)", errConfig, k)
+	for _, k := range sortedKeys(c.Keys) {
+		if len(c.Keys[k]) < signaling.MinSecretLen {
+			return fmt.Errorf("%w: keys.%s: the secret must be at least %d characters (e.g. openssl rand -base64 32)",
+				errConfig, k, signaling.MinSecretLen)
 		}
 	}
 	switch strings.ToLower(c.Log.Level) {
@@ -303,5 +470,33 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("%w: log.format: %q is not text or json", errConfig, c.Log.Format)
 	}
+	if c.TURN.Enabled && len(c.TURN.ExternalURLs) > 0 {
+		return fmt.Errorf("%w: turn.external_urls replaces the embedded TURN server: set it or turn.enabled, not both", errConfig)
+	}
+	if len(c.TURN.ExternalURLs) > 0 && len(c.TURN.Secret) < 32 {
+		return fmt.Errorf("%w: turn.secret: turn.external_urls needs coturn's static-auth-secret here (at least 32 characters)", errConfig)
+	}
+	// What the packages check themselves (on copies: their Validate fills
+	// defaults). Their messages already name the key.
+	sc, rc, sg, tc := c.sfuConfig(), c.roomsConfig(), c.signalingConfig(), c.turnConfig()
+	for _, v := range []struct {
+		validate func() error
+		pkgErr   error
+	}{{sc.Validate, sfu.ErrBadConfig}, {rc.Validate, rooms.ErrBadConfig}, {sg.Validate, signaling.ErrBadConfig}, {tc.Validate, turn.ErrBadConfig}} {
+		if err := v.validate(); err != nil {
+			return fmt.Errorf("%w: %s", errConfig, strings.TrimPrefix(err.Error(), v.pkgErr.Error()+": "))
+		}
+	}
 	return nil
+}
+
+// sortedKeys returns the API keys in order, so choices and messages are
+// the same on every run.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

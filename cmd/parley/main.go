@@ -71,7 +71,7 @@ func tokenCmd(args []string, env func(string) string, stdout, stderr io.Writer) 
 	name := fs.String("name", "", "display name")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	grants := fs.String("grants", "publish,subscribe,data", "comma-separated: publish, subscribe, data, admin")
-	key := fs.String("key", env("PARLEY_API_KEY"), "API key (env PARLEY_API_KEY; default: the first key of --config)")
+	key := fs.String("key", env("PARLEY_API_KEY"), "API key (env PARLEY_API_KEY; default: the first key, alphabetically, of --config or PARLEY_KEYS)")
 	secret := fs.String("secret", env("PARLEY_API_SECRET"), "API secret (env PARLEY_API_SECRET)")
 	configPath := fs.String("config", env("PARLEY_CONFIG"), "config file to take the key from")
 	if err := fs.Parse(args); err != nil {
@@ -85,29 +85,20 @@ func tokenCmd(args []string, env func(string) string, stdout, stderr io.Writer) 
 		return 2
 	}
 	if *key == "" || *secret == "" {
-		c := defaults()
-		if *configPath != "" {
-			if err := loadFile(&c, *configPath); err != nil {
-				fmt.Fprintf(stderr, "parley token: %v\n", err)
-				return 2
-			}
+		k, sec, err := keyFromConfig(*configPath, *key, env)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley token: %v\n", err)
+			return 2
 		}
-		if s := env("PARLEY_KEYS"); s != "" {
-			for _, l := range leaves(&c) {
-				if l.name == "keys" {
-					_ = l.set(s)
-				}
-			}
-		}
-		for k, s := range c.Keys {
-			if *key == "" || *key == k {
-				*key, *secret = k, s
-				break
-			}
-		}
+		*key, *secret = k, sec
 	}
 	if *key == "" || *secret == "" {
-		fmt.Fprintln(stderr, "parley token: no API key: pass --key and --secret, or --config with keys (a server in development mode mints its own tokens at /api/dev-token)")
+		fmt.Fprintln(stderr, "parley token: no API key: pass --key and --secret (or PARLEY_API_KEY and PARLEY_API_SECRET), "+
+			"or --config / PARLEY_KEYS with keys (a server in development mode mints its own tokens at /api/dev-token)")
+		return 2
+	}
+	if *ttl <= 0 {
+		fmt.Fprintf(stderr, "parley token: --ttl %s must be positive\n", *ttl)
 		return 2
 	}
 	var g rooms.Grants
@@ -134,4 +125,32 @@ func tokenCmd(args []string, env func(string) string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintln(stdout, tok)
 	return 0
+}
+
+// keyFromConfig finds the secret of API key want (or, when want is empty,
+// of the first key in alphabetical order) in the config file and
+// PARLEY_KEYS, the same way serve reads them.
+func keyFromConfig(path, want string, env func(string) string) (key, secret string, err error) {
+	c := defaults()
+	if path != "" {
+		if err := loadFile(&c, path); err != nil {
+			return "", "", err
+		}
+	}
+	if err := applyEnv(&c, env); err != nil {
+		return "", "", err
+	}
+	if want != "" {
+		if s, ok := c.Keys[want]; ok {
+			return want, s, nil
+		}
+		if len(c.Keys) > 0 {
+			return "", "", fmt.Errorf("API key %q is not configured (have %s)", want, strings.Join(sortedKeys(c.Keys), ", "))
+		}
+		return want, "", nil
+	}
+	if keys := sortedKeys(c.Keys); len(keys) > 0 {
+		return keys[0], c.Keys[keys[0]], nil
+	}
+	return "", "", nil
 }

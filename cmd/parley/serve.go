@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,52 +26,53 @@ type Addrs struct {
 }
 
 // run starts every part of the server and blocks until ctx is done, then
-// shuts down gracefully. ready, when set, is called once it listens.
+// shuts down gracefully within cfg.ShutdownTimeout: participants are told
+// (leave, reason server_shutdown), then the HTTP server, the rooms, TURN and
+// the media ports close. ready, when set, is called once it listens.
 func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) error {
-	engine, err := sfu.NewEngine(sfu.Config{UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort, ListenIP: cfg.RTC.ListenIP,
-		PublicIPs: cfg.RTC.PublicIPs, IncludeLoopback: cfg.RTC.IncludeLoopback}, log.With("part", "sfu"))
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	// closers undo what has been started, newest first: on an error during
+	// start-up, or at the end of the shutdown.
+	var closers []func()
+	closeAll := func(list []func()) {
+		for i := len(list) - 1; i >= 0; i-- {
+			list[i]()
+		}
+	}
+	defer func() { closeAll(closers) }()
+
+	engine, err := sfu.NewEngine(cfg.sfuConfig(), log.With("part", "sfu"))
 	if err != nil {
 		return err
 	}
-	defer engine.Close()
+	closers = append(closers, func() { _ = engine.Close() })
 
 	var ts *turn.Server
-	scfg := signaling.Config{
-		MaxMessageBytes: cfg.Signaling.MaxMessageBytes, PingInterval: cfg.Signaling.PingInterval,
-		PongTimeout: cfg.Signaling.PongTimeout, WriteTimeout: cfg.Signaling.WriteTimeout,
-		NegotiationTimeout: cfg.Signaling.NegotiationTimeout, AllowedOrigins: cfg.Signaling.AllowedOrigins, Keys: cfg.Keys,
-	}
+	scfg := cfg.signalingConfig()
 	switch {
 	case cfg.TURN.Enabled:
-		ts, err = turn.New(turn.Config{Enabled: true, Realm: "parley", Host: cfg.TURN.Host, PublicIP: cfg.TURN.PublicIP,
-			ListenIP: cfg.TURN.ListenIP, UDPPort: cfg.TURN.UDPPort, TCPPort: cfg.TURN.TCPPort, TLSPort: cfg.TURN.TLSPort,
-			CertFile: cfg.TURN.CertFile, KeyFile: cfg.TURN.KeyFile, RelayPortMin: cfg.TURN.RelayPortMin, RelayPortMax: cfg.TURN.RelayPortMax,
-			Secret: cfg.TURN.Secret, CredentialTTL: cfg.TURN.CredentialTTL, AllowPeers: cfg.TURN.AllowPeers, DenyPeers: cfg.TURN.DenyPeers,
-			UserQuota: cfg.TURN.UserQuota, TotalQuota: cfg.TURN.TotalQuota}, log.With("part", "turn"))
+		ts, err = turn.New(cfg.turnConfig(), log.With("part", "turn"))
 		if err != nil {
 			return err
 		}
-		defer ts.Close()
+		closers = append(closers, func() { _ = ts.Close() })
 		scfg.ICEServersFor = func(identity string) []signaling.ICEServer {
 			stunURLs, turnURLs := ts.URLs()
 			user, pass := ts.Credentials(identity)
 			return []signaling.ICEServer{{URLs: stunURLs}, {URLs: turnURLs, Username: user, Credential: pass}}
 		}
 	case len(cfg.TURN.ExternalURLs) > 0:
-		if len(cfg.TURN.Secret) < 32 {
-			return fmt.Errorf("%w: turn.external_urls needs turn.secret (coturn's static-auth-secret, at least 32 characters)", errConfig)
-		}
-		ttl := cfg.TURN.CredentialTTL
+		secret, urls, ttl := cfg.TURN.Secret, cfg.TURN.ExternalURLs, cfg.TURN.CredentialTTL
 		scfg.ICEServersFor = func(identity string) []signaling.ICEServer {
-			user, pass := turn.Credentials(cfg.TURN.Secret, identity, ttl, time.Now())
-			return []signaling.ICEServer{{URLs: cfg.TURN.ExternalURLs, Username: user, Credential: pass}}
+			user, pass := turn.Credentials(secret, identity, ttl, time.Now())
+			return []signaling.ICEServer{{URLs: urls, Username: user, Credential: pass}}
 		}
 	}
 
-	mgr := rooms.NewManager(rooms.Config{MaxParticipants: cfg.Rooms.MaxParticipants, MaxRooms: cfg.Rooms.MaxRooms,
-		MaxTracksPerParticipant: cfg.Rooms.MaxTracksPerParticipant, NegotiationTimeout: cfg.Signaling.NegotiationTimeout},
-		engine, log.With("part", "rooms"))
-	defer mgr.Close()
+	mgr := rooms.NewManager(cfg.roomsConfig(), engine, log.With("part", "rooms"))
+	closers = append(closers, mgr.Close)
 	sig, err := signaling.NewServer(scfg, mgr, log.With("part", "signaling"))
 	if err != nil {
 		return err
@@ -80,8 +82,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 	mux.Handle("/", web.Handler())
 	mux.Handle("/rtc", sig)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	if h := sig.DevTokenHandler(); h != nil {
-		mux.Handle("/api/dev-token", h)
+	if sig.DevMode() {
+		mux.Handle("/api/dev-token", sig.DevTokenHandler())
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -98,6 +100,63 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 		}
 	}()
 
+	if sig.DevMode() {
+		log.Warn("DEVELOPMENT MODE: no API keys are configured, so anyone who can reach this server can mint join tokens at /api/dev-token. " +
+			"Configure keys before exposing it: keys: {mykey: <secret of 32+ characters>} in the config file, or PARLEY_KEYS=mykey:<secret>; " +
+			"then mint tokens with parley token.")
+	}
+	iceTCP := "off"
+	if a := engine.TCPAddr(); a != nil {
+		iceTCP = a.String()
+	}
+	log.Info("listening", "http", ln.Addr().String(), "media_udp", engine.UDPAddr().String(), "ice_tcp", iceTCP,
+		"dev_mode", sig.DevMode())
+	fmt.Fprintf(os.Stderr, "\n  Parley is running: open %s in two browser tabs\n\n", openURL(cfg, ln.Addr()))
+	if ready != nil {
+		ready(Addrs{HTTP: ln.Addr(), UDP: engine.UDPAddr(), TCP: engine.TCPAddr(), TURN: ts})
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			serveErr = fmt.Errorf("http server: %w", err)
+		}
+	}
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	list := closers
+	closers = nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := sig.Shutdown(sctx); err != nil {
+			log.Warn("signaling shutdown", "err", err)
+		}
+		if err := hs.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown", "err", err)
+			_ = hs.Close()
+		}
+		closeAll(list)
+	}()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		// A connection that never finished (or never sent) a request must
+		// not keep the server up: close what is left and finish.
+		log.Warn("shutdown_timeout reached; closing the remaining connections", "timeout", cfg.ShutdownTimeout)
+		_ = hs.Close()
+		<-done
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// openURL is the demo page address to print: localhost when listening on
+// every interface.
+func openURL(cfg Config, addr net.Addr) string {
 	scheme := "http"
 	if cfg.HTTP.TLSCert != "" {
 		scheme = "https"
@@ -106,34 +165,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 	if h, _, _ := net.SplitHostPort(cfg.HTTP.Listen); h != "" && h != "0.0.0.0" && h != "::" {
 		host = h
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if sig.DevMode() {
-		log.Warn("DEVELOPMENT MODE: no API keys are configured, so anyone who can reach this server can mint join tokens at /api/dev-token. " +
-			"Configure keys (keys: {mykey: <secret of 32+ characters>} in the config, or PARLEY_KEYS=mykey:secret) before exposing it.")
-	}
-	log.Info("media", "udp", engine.UDPAddr().String(), "ice_tcp", fmt.Sprint(engine.TCPAddr()))
-	url := fmt.Sprintf("%s://%s/?room=demo", scheme, net.JoinHostPort(host, fmt.Sprint(port)))
-	fmt.Fprintf(os.Stderr, "\n  Parley is running: open %s in two browser tabs\n\n", url)
-	if ready != nil {
-		a := Addrs{HTTP: ln.Addr(), UDP: engine.UDPAddr(), TCP: engine.TCPAddr(), TURN: ts}
-		ready(a)
-	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http server: %w", err)
-		}
-	}
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := sig.Shutdown(sctx); err != nil {
-		log.Warn("signaling shutdown", "err", err)
-	}
-	_ = hs.Shutdown(sctx)
-	return nil
+	port := addr.(*net.TCPAddr).Port
+	return fmt.Sprintf("%s://%s/?room=demo", scheme, net.JoinHostPort(host, strconv.Itoa(port)))
 }
 
 func newLogger(cfg Config) *slog.Logger {

@@ -1,599 +1,361 @@
-// Parley demo client. Speaks docs/protocol.md: a publisher connection on
-// which we offer our tracks, a subscriber connection on which the server
-// offers everyone else's. Plain ES module, no build step.
+// Parley demo client: the page's state, local media, joining and leaving.
+// session.js speaks the protocol, ui.js draws. Plain ES modules, no build.
 
-const $ = (id) => document.getElementById(id);
+import { Session } from './session.js';
+import * as ui from './ui.js';
+
+const { $ } = ui;
 const params = new URLSearchParams(location.search);
 
-const ERRORS = {
-  invalid_token: 'Your join link is not valid. Ask for a new one.',
-  token_expired: 'Your join link has expired. Ask for a new one.',
-  room_mismatch: 'Your join link is for another room.',
-  room_full: 'This room is full. Try again later.',
-  too_many_rooms: 'The server cannot open more rooms right now. Try again later.',
-  too_many_tracks: 'You are publishing too many tracks.',
-  permission_denied: 'Your join link does not allow this.',
-  bad_sdp: 'Your browser and the server could not agree on media.',
-  negotiation_timeout: 'The connection took too long to set up.',
-  shutting_down: 'The server is restarting. Try again in a moment.',
-  unsupported_protocol: 'This page is out of date. Reload it.',
+const MAX_RECONNECTS = 5;
+
+// ---- application state -------------------------------------------------------
+
+const app = {
+  state: 'idle', // connecting, connected, reconnecting, disconnected
+  join: null, // {room, name, token}
+  session: null, // the current Session
+  camera: null, // MediaStream of our camera and microphone, or null
+  screen: null, // MediaStream of our screen share, or null
+  attempts: 0, // reconnect attempts since the last successful join
+  retryTimer: 0,
 };
 
-const LEAVE_REASONS = {
-  server_shutdown: 'The server is restarting.',
-  duplicate_identity: 'You joined this room from another tab or device.',
-  removed: 'You were removed from the room.',
+function setState(state, text) {
+  app.state = state;
+  ui.setState(state, text);
+}
+
+const localKey = (group) => ui.tileKey('local', group);
+
+// host is how a Session reports back.
+const host = {
+  joined: onJoined,
+  changed: updateState,
+  closed: sessionClosed,
 };
 
-// ---- state -------------------------------------------------------------
-
-let ws = null;
-let pub = null; // publisher RTCPeerConnection
-let sub = null; // subscriber RTCPeerConnection
-let self = null; // our ParticipantInfo
-let leaving = false;
-let connState = 'idle';
-let localStream = null; // camera + microphone
-let screenStream = null;
-let screenSender = null;
-const participants = new Map(); // sid -> ParticipantInfo
-const tracks = new Map(); // track sid -> {participantSid, info}
-const mids = {}; // subscriber mid -> track sid
-const senderInfo = new Map(); // RTCRtpSender -> {id (msid track id), source}
-const ownTrackSids = new Map(); // our msid track id -> server track sid
-const tiles = new Map(); // "psid|group" -> {el, video, stream, flags}
-const pendingCandidates = { publisher: [], subscriber: [] };
-let pubBusy = false;
-let pubAgain = false;
-let subChain = Promise.resolve();
-
-window.parley = {
-  get state() { return connState; },
-  get publisherPC() { return pub; },
-  get subscriberPC() { return sub; },
-  get self() { return self; },
-  participants: () => [...participants.values()],
-};
-
-// ---- ui helpers ----------------------------------------------------------
-
-function setState(s, text) {
-  connState = s;
-  const el = $('conn-state');
-  el.dataset.state = s;
-  el.textContent = text || s;
-}
-
-function showMessage(text, kind = 'error') {
-  const el = $('message');
-  el.textContent = text;
-  el.className = 'message' + (kind === 'info' ? ' info' : '');
-  el.hidden = !text;
-}
-
-function groupOf(source) {
-  return source === 'screen' || source === 'screen_audio' ? 'screen' : 'camera';
-}
-
-function tileFor(psid, group, { identity = '', name = '', local = false } = {}) {
-  const key = `${psid}|${group}`;
-  let t = tiles.get(key);
-  if (t) return t;
-  const el = document.createElement('div');
-  el.className = 'tile' + (local ? ' local' : '');
-  el.dataset.participantSid = psid;
-  el.dataset.identity = identity;
-  el.dataset.source = group;
-  const video = document.createElement('video');
-  video.autoplay = true;
-  video.playsInline = true;
-  video.muted = local;
-  const stream = new MediaStream();
-  video.srcObject = stream;
-  const novideo = document.createElement('div');
-  novideo.className = 'novideo';
-  novideo.textContent = (name || identity || '?').slice(0, 1).toUpperCase();
-  const label = document.createElement('div');
-  label.className = 'label';
-  label.textContent = (name || identity) + (group === 'screen' ? ' (screen)' : '') + (local ? ' (you)' : '');
-  const flags = document.createElement('div');
-  flags.className = 'flags';
-  el.append(video, novideo, label, flags);
-  $('tiles').append(el);
-  t = { el, video, stream, flags, novideo };
-  tiles.set(key, t);
-  refreshTile(t);
-  return t;
-}
-
-function refreshTile(t) {
-  const hasVideo = t.stream.getVideoTracks().some((x) => x.readyState === 'live' && !x.muted && !t.videoMuted);
-  t.novideo.hidden = hasVideo;
-  t.flags.replaceChildren();
-  if (t.audioMuted) {
-    const s = document.createElement('span');
-    s.textContent = 'mic off';
-    t.flags.append(s);
-  }
-}
-
-function removeTile(psid, group) {
-  const key = `${psid}|${group}`;
-  const t = tiles.get(key);
-  if (!t) return;
-  t.el.remove();
-  tiles.delete(key);
-}
-
-function removeTilesOf(psid) {
-  for (const key of [...tiles.keys()]) {
-    if (key.startsWith(psid + '|')) {
-      tiles.get(key).el.remove();
-      tiles.delete(key);
-    }
-  }
-}
-
-function playAll() {
-  for (const t of tiles.values()) {
-    t.video.play().catch(() => { $('enable-audio').hidden = false; });
-  }
-}
-
-// ---- signaling -----------------------------------------------------------
-
-function send(type, data = {}) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type, data }));
-}
-
-async function getToken(room, name) {
-  const t = params.get('token');
-  if (t) return t;
-  const r = await fetch(`/api/dev-token?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`);
-  if (r.status === 404) {
-    throw new Error('This server needs a join token: open the link your application gave you (it ends in ?token=…).');
-  }
-  if (!r.ok) throw new Error(`Could not get a token: ${(await r.text()).trim()}`);
-  return (await r.json()).token;
-}
-
-async function openMedia() {
-  const attempts = [{ audio: true, video: true }, { audio: true }, { video: true }];
-  let lastErr = null;
-  for (const c of attempts) {
-    try {
-      localStream = await navigator.mediaDevices.getUserMedia(c);
-      if (!c.video) showMessage('No camera available: joining with audio only.', 'info');
-      return;
-    } catch (e) {
-      lastErr = e;
-    }
-  }
-  localStream = null;
-  const denied = lastErr && (lastErr.name === 'NotAllowedError' || lastErr.name === 'SecurityError');
-  showMessage(denied
-    ? 'Camera and microphone access was denied: you can watch and listen, but others cannot see or hear you. Allow access in the browser and reload to publish.'
-    : 'No camera or microphone found: joining to watch and listen only.', 'info');
-}
-
-async function join(room, name) {
-  leaving = false;
-  $('lobby').hidden = true;
-  $('room-label').textContent = `room: ${room}`;
-  setState('connecting', 'connecting…');
-  let token;
-  try {
-    token = await getToken(room, name);
-  } catch (e) {
-    setState('error', 'error');
-    showMessage(e.message);
-    return;
-  }
-  await openMedia();
-  connect(token, room);
-}
-
-function connect(token, room) {
-  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  ws = new WebSocket(`${scheme}://${location.host}/rtc`);
-  ws.onopen = () => send('join', { token, protocol: 1, room });
-  ws.onmessage = (ev) => {
-    let msg;
-    try { msg = JSON.parse(ev.data); } catch { return; }
-    handle(msg).catch((e) => console.error('parley:', msg.type, e));
-  };
-  ws.onclose = (ev) => {
-    closePeers();
-    if (leaving) return;
-    setState('disconnected', 'disconnected');
-    if (!$('message').textContent || $('message').classList.contains('info')) {
-      showMessage(`Connection to the server was lost${ev.reason ? ` (${ev.reason})` : ''}. Reload to join again.`);
-    }
-  };
-}
-
-async function handle(msg) {
-  const d = msg.data || {};
-  switch (msg.type) {
-    case 'joined': return onJoined(d);
-    case 'answer':
-      await pub.setRemoteDescription({ type: 'answer', sdp: d.sdp });
-      await flushCandidates('publisher');
-      pubBusy = false;
-      if (pubAgain) { pubAgain = false; negotiatePublisher(); }
-      return;
-    case 'offer':
-      subChain = subChain.then(() => onSubscriberOffer(d)).catch((e) => console.error('parley: subscriber offer', e));
-      return;
-    case 'candidate': return onCandidate(d);
-    case 'participant_joined':
-      participants.set(d.participant.sid, d.participant);
-      for (const tr of d.participant.tracks || []) tracks.set(tr.sid, { participantSid: d.participant.sid, info: tr });
-      tileFor(d.participant.sid, 'camera', d.participant);
-      return;
-    case 'participant_left':
-      participants.delete(d.sid);
-      removeTilesOf(d.sid);
-      return;
-    case 'track_published': return onTrackPublished(d);
-    case 'track_unpublished': return onTrackUnpublished(d);
-    case 'track_muted': return onTrackMuted(d);
-    case 'ping': return send('pong', d);
-    case 'leave':
-      leaving = true;
-      showMessage(LEAVE_REASONS[d.reason] || `You left the room (${d.reason || 'closed'}).`, 'info');
-      setState('disconnected', 'disconnected');
-      ws.close();
-      return;
-    case 'error':
-      showMessage(ERRORS[d.code] || d.message || d.code);
-      if (['invalid_token', 'token_expired', 'room_mismatch', 'room_full', 'too_many_rooms', 'shutting_down', 'unsupported_protocol'].includes(d.code)) {
-        setState('error', 'error');
-      }
-      return;
-  }
-}
-
-function newPeer(target, iceServers) {
-  const config = { iceServers, bundlePolicy: 'max-bundle' };
-  if (params.get('relay') === '1') config.iceTransportPolicy = 'relay';
-  const pc = new RTCPeerConnection(config);
-  pc.onicecandidate = (e) => send('candidate', { target, candidate: e.candidate ? e.candidate.toJSON() : null });
-  pc.onconnectionstatechange = () => {
-    if (leaving) return;
-    const both = [pub, sub].filter(Boolean).map((p) => p.connectionState);
-    if (both.includes('failed')) setState('error', 'media failed');
-    else if (pc === sub && pc.connectionState === 'connected') setState('connected', 'connected');
-    else if (pc === pub && pc.connectionState === 'connected' && connState !== 'connected') setState('connected', 'connected');
-  };
-  return pc;
-}
-
-async function onJoined(d) {
-  self = d.participant;
-  setState('connecting', 'joined, connecting media…');
+// onJoined shows our own tile and publishes our media.
+function onJoined(s, d) {
+  if (app.attempts > 0) ui.showMessage(''); // back after a reconnect
+  app.attempts = 0;
+  $('room-label').textContent = d.room || s.room;
   $('controls').hidden = false;
-  const ice = d.ice_servers || [];
-  pub = newPeer('publisher', ice);
-  sub = newPeer('subscriber', ice);
-  sub.ontrack = onRemoteTrack;
-  for (const p of d.participants || []) {
-    participants.set(p.sid, p);
-    for (const tr of p.tracks || []) tracks.set(tr.sid, { participantSid: p.sid, info: tr });
-    tileFor(p.sid, 'camera', p);
+  const mine = ui.ensureTile(localKey('camera'), { psid: s.self.sid, identity: s.self.identity, name: s.self.name, source: 'camera', local: true });
+  if (app.camera) {
+    for (const track of app.camera.getTracks()) ui.setTileTrack(mine, track);
   }
-  const mine = tileFor('local', 'camera', { identity: self.identity, name: self.name, local: true });
-  mine.el.dataset.participantSid = self.sid;
-  if (!d.grants.publish) {
-    showMessage('Your link lets you watch and listen only.', 'info');
-    if (connState !== 'connected') setState('connected', 'connected (viewer)');
-    updateButtons();
-    return;
-  }
-  if (localStream) {
-    for (const track of localStream.getTracks()) {
-      mine.stream.addTrack(track);
-      const tr = pub.addTransceiver(track, { direction: 'sendonly', streams: [localStream] });
-      senderInfo.set(tr.sender, { id: track.id, source: track.kind === 'video' ? 'camera' : 'microphone' });
+  mine.videoMuted = !localTrack('video')?.enabled;
+  mine.audioMuted = !localTrack('audio')?.enabled;
+  ui.refreshTile(mine);
+  if (s.grants.publish === false) {
+    ui.showMessage('Your token lets you watch and listen only.', 'info');
+  } else if (app.camera) {
+    for (const track of app.camera.getTracks()) {
+      s.addSender(track, app.camera, track.kind === 'video' ? 'camera' : 'microphone');
     }
-    refreshTile(mine);
-    negotiatePublisher();
-    fillDevices();
-  } else {
-    setState('connected', 'connected (watching)');
+    s.negotiate();
   }
-  updateButtons();
+  updateControls();
+  updateState();
 }
 
-function describeTracks() {
-  const out = [];
-  for (const t of pub.getTransceivers()) {
-    const info = senderInfo.get(t.sender);
-    if (!info || t.currentDirection === 'stopped' || t.direction === 'stopped' || t.direction === 'inactive') continue;
-    const track = t.sender.track;
-    out.push({ track_id: info.id, source: info.source, muted: track ? !track.enabled : true });
-  }
-  return out;
-}
+// ---- connection state -------------------------------------------------------
 
-async function negotiatePublisher() {
-  if (!pub) return;
-  if (pubBusy) { pubAgain = true; return; }
-  pubBusy = true;
-  try {
-    const offer = await pub.createOffer();
-    await pub.setLocalDescription(offer);
-    send('offer', { sdp: pub.localDescription.sdp, tracks: describeTracks() });
-  } catch (e) {
-    pubBusy = false;
-    showMessage(`Could not start publishing: ${e.message}`);
-  }
-}
-
-async function onSubscriberOffer(d) {
-  Object.assign(mids, d.mids || {});
-  await sub.setRemoteDescription({ type: 'offer', sdp: d.sdp });
-  await flushCandidates('subscriber');
-  const answer = await sub.createAnswer();
-  await sub.setLocalDescription(answer);
-  send('answer', { sdp: sub.localDescription.sdp });
-}
-
-async function onCandidate(d) {
-  const pc = d.target === 'publisher' ? pub : sub;
-  if (!pc || !d.candidate) return;
-  if (!pc.remoteDescription) {
-    pendingCandidates[d.target].push(d.candidate);
+// updateState derives the badge from the socket and both connections: a
+// connection counts once it has something to carry (we publish on it, or
+// the server has offered on it).
+function updateState() {
+  const s = app.session;
+  if (!s || s.ended) return;
+  if (!s.self) {
+    setState(app.attempts > 0 ? 'reconnecting' : 'connecting');
     return;
   }
-  await pc.addIceCandidate(d.candidate).catch((e) => console.warn('parley: candidate', e));
+  const inUse = (pc) => pc && (pc.getTransceivers().length > 0 || pc.remoteDescription || pc.localDescription);
+  const states = [s.pub, s.sub].filter(inUse).map((pc) => pc.connectionState);
+  if (states.some((x) => x === 'disconnected' || x === 'failed')) setState('reconnecting', 'media interrupted, reconnecting…');
+  else if (states.some((x) => x === 'new' || x === 'connecting')) setState('connecting', 'connecting media…');
+  else setState('connected');
 }
 
-async function flushCandidates(target) {
-  const pc = target === 'publisher' ? pub : sub;
-  const list = pendingCandidates[target].splice(0);
-  for (const c of list) await pc.addIceCandidate(c).catch((e) => console.warn('parley: candidate', e));
-}
-
-function onRemoteTrack(e) {
-  const sid = mids[e.transceiver.mid] || e.track.id;
-  let owner = tracks.get(sid);
-  let psid;
-  let source;
-  if (owner) {
-    psid = owner.participantSid;
-    source = owner.info.source;
-  } else {
-    // Fall back on the stream id: "<participant sid>|<camera or screen>".
-    const [p, g] = (e.streams[0] && e.streams[0].id || '|camera').split('|');
-    psid = p;
-    source = g === 'screen' ? 'screen' : (e.track.kind === 'video' ? 'camera' : 'microphone');
-  }
-  const p = participants.get(psid) || { identity: '', name: '' };
-  const t = tileFor(psid, groupOf(source), p);
-  for (const old of t.stream.getTracks()) {
-    if (old.kind === e.track.kind) t.stream.removeTrack(old);
-  }
-  t.stream.addTrack(e.track);
-  t.trackSids = t.trackSids || new Set();
-  t.trackSids.add(sid);
-  if (owner && owner.info.muted) {
-    if (e.track.kind === 'video') t.videoMuted = true; else t.audioMuted = true;
-  }
-  e.track.onmute = e.track.onunmute = e.track.onended = () => refreshTile(t);
-  refreshTile(t);
-  t.video.play().catch(() => { $('enable-audio').hidden = false; });
-}
-
-function onTrackPublished(d) {
-  tracks.set(d.track.sid, { participantSid: d.participant_sid, info: d.track });
-  if (self && d.participant_sid === self.sid) {
-    ownTrackSids.set(d.track.cid, d.track.sid);
+function sessionClosed(s, ev) {
+  if (s !== app.session) return;
+  app.session = null;
+  updateControls();
+  if (s.fatal || !app.join) {
+    app.join = null;
+    teardown();
+    setState('disconnected');
+    if ($('message').hidden) ui.showMessage('You are no longer in the room.', 'info');
+    showLobby();
     return;
   }
-  const p = participants.get(d.participant_sid);
-  if (p) {
-    p.tracks = (p.tracks || []).filter((x) => x.sid !== d.track.sid).concat([d.track]);
-    tileFor(p.sid, groupOf(d.track.source), p);
+  stopScreen();
+  if (app.attempts >= MAX_RECONNECTS) {
+    setState('disconnected');
+    ui.showMessage(`The connection to the server was lost${ev.reason ? ` (${ev.reason})` : ''}. Reload the page to join again.`);
+    return;
   }
+  const delay = Math.min(1000 * 2 ** app.attempts, 8000);
+  app.attempts++;
+  setState('reconnecting', `connection lost, retrying in ${Math.round(delay / 1000)} s…`);
+  app.retryTimer = setTimeout(() => {
+    if (!app.join) return;
+    app.session = new Session(app.join.token, app.join.room, host);
+    updateState();
+  }, delay);
 }
 
-function onTrackUnpublished(d) {
-  const entry = tracks.get(d.track_sid);
-  tracks.delete(d.track_sid);
-  if (!entry || (self && d.participant_sid === self.sid)) return;
-  const group = groupOf(entry.info.source);
-  const t = tiles.get(`${d.participant_sid}|${group}`);
-  if (!t) return;
-  const kind = entry.info.kind;
-  for (const tr of t.stream.getTracks()) if (tr.kind === kind) t.stream.removeTrack(tr);
-  if (t.trackSids) t.trackSids.delete(d.track_sid);
-  if (group === 'screen' && t.stream.getTracks().length === 0) removeTile(d.participant_sid, 'screen');
-  else refreshTile(t);
-}
-
-function onTrackMuted(d) {
-  const entry = tracks.get(d.track_sid);
-  if (!entry) return;
-  entry.info.muted = d.muted;
-  if (self && d.participant_sid === self.sid) return;
-  const t = tiles.get(`${d.participant_sid}|${groupOf(entry.info.source)}`);
-  if (!t) return;
-  if (entry.info.kind === 'video') t.videoMuted = d.muted; else t.audioMuted = d.muted;
-  refreshTile(t);
-}
-
-// ---- local controls ------------------------------------------------------
+// ---- local media --------------------------------------------------------------
 
 function localTrack(kind) {
-  return localStream ? localStream.getTracks().find((t) => t.kind === kind) : null;
+  return app.camera ? app.camera.getTracks().find((t) => t.kind === kind) || null : null;
 }
 
-function senderFor(source) {
-  for (const [s, info] of senderInfo) if (info.source === source) return [s, info];
-  return [null, null];
+// openMedia asks for camera and microphone, then the microphone alone, then
+// nothing: without media we still join, to watch and listen.
+async function openMedia() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    ui.showMessage('This browser cannot use a camera here (the page needs https or localhost). You can watch and listen.', 'info');
+    return;
+  }
+  let err = null;
+  for (const constraints of [{ audio: true, video: true }, { audio: true }]) {
+    try {
+      app.camera = await navigator.mediaDevices.getUserMedia(constraints);
+      if (!constraints.video) ui.showMessage(cameraProblem(err, 'Joining with your microphone only.'), 'info');
+      return;
+    } catch (e) {
+      err = err || e;
+    }
+  }
+  app.camera = null;
+  ui.showMessage(cameraProblem(err, 'You can watch and listen, but the others cannot see or hear you.'), 'info');
+}
+
+function cameraProblem(err, then) {
+  if (err && (err.name === 'NotAllowedError' || err.name === 'SecurityError')) {
+    return `Camera access was denied. ${then} Allow access in the browser and reload to publish.`;
+  }
+  if (err && err.name === 'NotFoundError') return `No camera was found. ${then}`;
+  return `The camera could not be opened${err ? ` (${err.name})` : ''}. ${then}`;
 }
 
 function setMuted(kind, muted) {
   const track = localTrack(kind);
   if (!track) return;
   track.enabled = !muted;
-  const [, info] = senderFor(kind === 'video' ? 'camera' : 'microphone');
-  const sid = info && ownTrackSids.get(info.id);
-  if (sid) send('mute', { track_sid: sid, muted });
-  const mine = tiles.get('local|camera');
+  const s = app.session;
+  const entry = s && s.senderFor(kind === 'video' ? 'camera' : 'microphone');
+  const sid = entry && s.ownSids.get(entry.info.cid);
+  if (sid) s.send('mute', { track_sid: sid, muted });
+  const mine = ui.getTile(localKey('camera'));
   if (mine) {
-    if (kind === 'video') mine.videoMuted = muted; else mine.audioMuted = muted;
-    refreshTile(mine);
+    if (kind === 'video') mine.videoMuted = muted;
+    else mine.audioMuted = muted;
+    ui.refreshTile(mine);
   }
-  updateButtons();
-}
-
-function updateButtons() {
-  const mic = localTrack('audio');
-  const cam = localTrack('video');
-  $('btn-mic').disabled = !mic;
-  $('btn-cam').disabled = !cam;
-  $('btn-mic').setAttribute('aria-pressed', String(!!mic && mic.enabled));
-  $('btn-mic').textContent = mic && mic.enabled ? 'Mic on' : 'Mic off';
-  $('btn-cam').setAttribute('aria-pressed', String(!!cam && cam.enabled));
-  $('btn-cam').textContent = cam && cam.enabled ? 'Camera on' : 'Camera off';
-  $('btn-screen').setAttribute('aria-pressed', String(!!screenSender));
-  $('btn-screen').textContent = screenSender ? 'Stop sharing' : 'Share screen';
-  $('btn-screen').disabled = !pub || !(self && self.sid) || !navigator.mediaDevices.getDisplayMedia;
-}
-
-async function fillDevices() {
-  const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
-  for (const [id, kind] of [['sel-cam', 'videoinput'], ['sel-mic', 'audioinput']]) {
-    const sel = $(id);
-    const current = localTrack(kind === 'videoinput' ? 'video' : 'audio');
-    const currentId = current && current.getSettings().deviceId;
-    sel.replaceChildren();
-    devices.filter((dv) => dv.kind === kind).forEach((dv, i) => {
-      const o = document.createElement('option');
-      o.value = dv.deviceId;
-      o.textContent = dv.label || `${kind === 'videoinput' ? 'Camera' : 'Microphone'} ${i + 1}`;
-      o.selected = dv.deviceId === currentId;
-      sel.append(o);
-    });
-    sel.disabled = sel.options.length < 2;
-  }
+  updateControls();
 }
 
 async function switchDevice(kind, deviceId) {
   const old = localTrack(kind);
-  if (!old || !deviceId) return;
+  if (!old || !deviceId || old.getSettings().deviceId === deviceId) return;
+  let track;
   try {
-    const s = await navigator.mediaDevices.getUserMedia(kind === 'video' ? { video: { deviceId: { exact: deviceId } } } : { audio: { deviceId: { exact: deviceId } } });
-    const track = s.getTracks()[0];
-    track.enabled = old.enabled;
-    const [sender] = senderFor(kind === 'video' ? 'camera' : 'microphone');
-    if (sender) await sender.replaceTrack(track);
-    localStream.removeTrack(old);
-    localStream.addTrack(track);
-    old.stop();
-    const mine = tiles.get('local|camera');
-    if (mine) {
-      mine.stream.removeTrack(old);
-      mine.stream.addTrack(track);
-      refreshTile(mine);
-    }
+    const stream = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: deviceId } } });
+    track = stream.getTracks()[0];
   } catch (e) {
-    showMessage(`Could not switch device: ${e.message}`);
+    ui.showMessage(`Could not switch to that device: ${e.message || e.name}`);
+    return;
   }
+  track.enabled = old.enabled;
+  const entry = app.session && app.session.senderFor(kind === 'video' ? 'camera' : 'microphone');
+  if (entry) await entry.sender.replaceTrack(track);
+  app.camera.removeTrack(old);
+  app.camera.addTrack(track);
+  old.stop();
+  const mine = ui.getTile(localKey('camera'));
+  if (mine) ui.setTileTrack(mine, track);
+  refreshDevices();
+}
+
+function refreshDevices() {
+  const ids = {};
+  for (const [kind, dk] of [['video', 'videoinput'], ['audio', 'audioinput']]) {
+    const t = localTrack(kind);
+    if (t) ids[dk] = t.getSettings().deviceId;
+  }
+  ui.fillDevices(ids);
 }
 
 async function startScreen() {
+  const s = app.session;
+  if (!s || !s.pub || app.screen) return;
+  let stream;
   try {
-    screenStream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
   } catch (e) {
-    if (e.name !== 'NotAllowedError') showMessage(`Could not share the screen: ${e.message}`);
+    if (e.name !== 'NotAllowedError' && e.name !== 'AbortError') ui.showMessage(`Could not share the screen: ${e.message || e.name}`);
     return;
   }
-  const track = screenStream.getVideoTracks()[0];
-  const tr = pub.addTransceiver(track, { direction: 'sendonly', streams: [screenStream] });
-  screenSender = tr.sender;
-  senderInfo.set(screenSender, { id: track.id, source: 'screen' });
-  const t = tileFor('local', 'screen', { identity: self.identity, name: self.name, local: true });
-  t.el.dataset.participantSid = self.sid;
-  t.stream.addTrack(track);
-  refreshTile(t);
-  track.onended = stopScreen;
-  updateButtons();
-  negotiatePublisher();
+  if (s !== app.session || s.ended) {
+    for (const t of stream.getTracks()) t.stop();
+    return;
+  }
+  app.screen = stream;
+  const track = stream.getVideoTracks()[0];
+  track.addEventListener('ended', stopScreen); // the browser's "stop sharing"
+  s.addSender(track, stream, 'screen');
+  const t = ui.ensureTile(localKey('screen'), { psid: s.self.sid, identity: s.self.identity, name: s.self.name, source: 'screen', local: true });
+  ui.setTileTrack(t, track);
+  updateControls();
+  s.negotiate();
 }
 
 function stopScreen() {
-  if (!screenSender) return;
-  const info = senderInfo.get(screenSender);
-  const sid = info && ownTrackSids.get(info.id);
-  if (sid) send('unpublish', { track_sid: sid });
-  const tr = pub.getTransceivers().find((t) => t.sender === screenSender);
-  senderInfo.delete(screenSender);
-  if (tr) tr.stop();
-  for (const t of screenStream.getTracks()) t.stop();
-  screenSender = null;
-  screenStream = null;
-  removeTile('local', 'screen');
-  updateButtons();
-  negotiatePublisher();
+  const stream = app.screen;
+  if (!stream) return;
+  app.screen = null;
+  for (const t of stream.getTracks()) t.stop();
+  ui.removeTile(localKey('screen'));
+  const s = app.session;
+  const entry = s && !s.ended && s.senderFor('screen');
+  if (entry) {
+    const sid = s.ownSids.get(entry.info.cid);
+    if (sid) s.send('unpublish', { track_sid: sid });
+    const tr = s.pub.getTransceivers().find((x) => x.sender === entry.sender);
+    s.senders.delete(entry.sender);
+    s.pub.removeTrack(entry.sender);
+    if (tr && tr.stop) tr.stop();
+    s.negotiate();
+  }
+  updateControls();
 }
 
-function closePeers() {
-  for (const pc of [pub, sub]) if (pc) pc.close();
-  pub = sub = null;
+function updateControls() {
+  const s = app.session;
+  const joined = !!(s && s.self && !s.ended);
+  const canPublish = joined && s.grants.publish !== false;
+  const mic = localTrack('audio');
+  const cam = localTrack('video');
+  ui.setToggle('btn-mic', !!mic && mic.enabled, 'Mic on', 'Mic off', canPublish && !!mic);
+  ui.setToggle('btn-cam', !!cam && cam.enabled, 'Camera on', 'Camera off', canPublish && !!cam);
+  ui.setToggle('btn-screen', !!app.screen, 'Stop sharing', 'Share screen',
+    canPublish && !!(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia));
+}
+
+// ---- joining and leaving --------------------------------------------------------
+
+async function getToken(room, name) {
+  const given = params.get('token');
+  if (given) return given;
+  let r;
+  try {
+    r = await fetch(`/api/dev-token?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`);
+  } catch (e) {
+    throw new Error(`The server cannot be reached: ${e.message}`);
+  }
+  if (r.status === 404) {
+    throw new Error('This server needs a join token: open the link your application gave you (it has token=… in it).');
+  }
+  if (!r.ok) throw new Error(`The server refused to give a token: ${(await r.text()).trim()}`);
+  return (await r.json()).token;
+}
+
+async function join(room, name) {
+  clearTimeout(app.retryTimer);
+  $('lobby').hidden = true;
+  $('room-label').textContent = room;
+  setState('connecting');
+  let token;
+  try {
+    token = await getToken(room, name);
+  } catch (e) {
+    setState('disconnected');
+    ui.showMessage(e.message);
+    showLobby();
+    return;
+  }
+  if (!app.camera) await openMedia();
+  app.join = { room, name, token };
+  app.attempts = 0;
+  app.session = new Session(token, room, host);
+  refreshDevices();
+  updateState();
+}
+
+// teardown stops our media and empties the page.
+function teardown() {
+  clearTimeout(app.retryTimer);
+  stopScreen();
+  if (app.camera) for (const t of app.camera.getTracks()) t.stop();
+  app.camera = null;
+  ui.removeTiles(() => true);
+  $('controls').hidden = true;
+  $('enable-audio').hidden = true;
 }
 
 function leave() {
-  leaving = true;
-  send('leave');
-  if (ws) ws.close(1000, 'left');
-  closePeers();
-  for (const s of [localStream, screenStream]) if (s) for (const t of s.getTracks()) t.stop();
-  localStream = screenStream = screenSender = null;
-  for (const key of [...tiles.keys()]) { tiles.get(key).el.remove(); tiles.delete(key); }
-  participants.clear();
-  tracks.clear();
-  senderInfo.clear();
-  $('controls').hidden = true;
+  const s = app.session;
+  app.join = null;
+  app.session = null;
+  if (s) s.leave();
+  teardown();
   setState('disconnected', 'left');
-  showMessage('You left the room.', 'info');
+  ui.showMessage('You left the room.', 'info');
   showLobby();
 }
 
 function showLobby() {
   $('lobby').hidden = false;
-  $('lobby-room').value = params.get('room') || '';
-  $('lobby-name').value = params.get('name') || localStorage.getItem('parley.name') || '';
+  $('lobby-room').value = $('lobby-room').value || params.get('room') || '';
+  $('lobby-name').value = $('lobby-name').value || params.get('name') || localStorage.getItem('parley.name') || '';
 }
 
-// ---- start ---------------------------------------------------------------
+// ---- wiring -----------------------------------------------------------------
 
 $('lobby').addEventListener('submit', (e) => {
   e.preventDefault();
   const room = $('lobby-room').value.trim();
   const name = $('lobby-name').value.trim();
-  localStorage.setItem('parley.name', name);
+  if (!room || !name) return;
+  try {
+    localStorage.setItem('parley.name', name);
+  } catch { /* storage may be off */ }
   const q = new URLSearchParams(location.search);
   q.set('room', room);
   q.set('name', name);
   history.replaceState(null, '', `?${q}`);
-  showMessage('');
+  ui.showMessage('');
   join(room, name);
 });
 $('btn-mic').addEventListener('click', () => { const t = localTrack('audio'); if (t) setMuted('audio', t.enabled); });
 $('btn-cam').addEventListener('click', () => { const t = localTrack('video'); if (t) setMuted('video', t.enabled); });
-$('btn-screen').addEventListener('click', () => (screenSender ? stopScreen() : startScreen()));
+$('btn-screen').addEventListener('click', () => (app.screen ? stopScreen() : startScreen()));
 $('btn-leave').addEventListener('click', leave);
 $('sel-cam').addEventListener('change', (e) => switchDevice('video', e.target.value));
 $('sel-mic').addEventListener('change', (e) => switchDevice('audio', e.target.value));
-$('enable-audio').addEventListener('click', () => { $('enable-audio').hidden = true; playAll(); });
-navigator.mediaDevices?.addEventListener?.('devicechange', fillDevices);
+$('enable-audio').addEventListener('click', ui.playAll);
+if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+  navigator.mediaDevices.addEventListener('devicechange', refreshDevices);
+}
+window.addEventListener('pagehide', () => { if (app.session) app.session.leave(); });
 
-const room = params.get('room');
-if (room) {
-  join(room, params.get('name') || localStorage.getItem('parley.name') || 'Guest');
-} else {
-  showLobby();
+// A read-only hook for tests and debugging.
+window.parley = Object.freeze({
+  get state() { return app.state; },
+  get self() { return app.session && app.session.self; },
+  get publisherPC() { return app.session && app.session.pub; },
+  get subscriberPC() { return app.session && app.session.sub; },
+  participants: () => (app.session ? [...app.session.participants.values()] : []),
+  tracks: () => (app.session ? [...app.session.tracks.entries()].map(([sid, t]) => ({ sid, participant_sid: t.psid, ...t.info })) : []),
+});
+
+{
+  const room = params.get('room');
+  const name = params.get('name');
+  if (room && (name || params.get('token'))) join(room, name || '');
+  else showLobby();
 }
