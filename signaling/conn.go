@@ -486,9 +486,16 @@ func (c *conn) roomName() string {
 }
 
 func (c *conn) iceServers() []ICEServer {
-	out := append([]ICEServer{}, c.s.cfg.ICEServers...)
+	all := append([]ICEServer{}, c.s.cfg.ICEServers...)
 	if c.s.cfg.ICEServersFor != nil && c.part != nil {
-		out = append(out, c.s.cfg.ICEServersFor(c.part.Identity())...)
+		all = append(all, c.s.cfg.ICEServersFor(c.part.Identity())...)
+	}
+	// Browsers refuse the whole configuration if one entry has no URL.
+	out := all[:0]
+	for _, s := range all {
+		if len(s.URLs) > 0 {
+			out = append(out, s)
+		}
 	}
 	return out
 }

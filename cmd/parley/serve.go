@@ -61,7 +61,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 		scfg.ICEServersFor = func(identity string) []signaling.ICEServer {
 			stunURLs, turnURLs := ts.URLs()
 			user, pass := ts.Credentials(identity)
-			return []signaling.ICEServer{{URLs: stunURLs}, {URLs: turnURLs, Username: user, Credential: pass}}
+			servers := []signaling.ICEServer{{URLs: turnURLs, Username: user, Credential: pass}}
+			if len(stunURLs) > 0 {
+				servers = append([]signaling.ICEServer{{URLs: stunURLs}}, servers...)
+			}
+			return servers
 		}
 	case len(cfg.TURN.ExternalURLs) > 0:
 		secret, urls, ttl := cfg.TURN.Secret, cfg.TURN.ExternalURLs, cfg.TURN.CredentialTTL

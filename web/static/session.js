@@ -121,7 +121,10 @@ export class Session {
   }
 
   newPeer(target, iceServers) {
-    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+    const config = { iceServers, bundlePolicy: 'max-bundle' };
+    // ?relay=1 forces media through TURN: a way to check a deployment's relay.
+    if (new URLSearchParams(location.search).get('relay') === '1') config.iceTransportPolicy = 'relay';
+    const pc = new RTCPeerConnection(config);
     pc.addEventListener('icecandidate', (e) => {
       this.send('candidate', { target, candidate: e.candidate ? e.candidate.toJSON() : null });
     });
