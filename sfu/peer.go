@@ -305,17 +305,6 @@ func (s *Subscriber) removeLocked(sid string) bool {
 	return true
 }
 
-// DownTracks returns the current subscriptions by track sid.
-func (s *Subscriber) DownTracks() map[string]*DownTrack {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]*DownTrack, len(s.downs))
-	for k, v := range s.downs {
-		out[k] = v
-	}
-	return out
-}
-
 func (s *Subscriber) negotiateLocked() {
 	if s.closed {
 		return

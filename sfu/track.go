@@ -173,9 +173,6 @@ func (t *Track) removeDown(d *DownTrack) {
 	t.mu.Unlock()
 }
 
-// Subscribers is how many DownTracks the track feeds.
-func (t *Track) Subscribers() int { return len(*t.downs.Load()) }
-
 // RequestKeyframe asks the publisher for a keyframe, at most once per
 // keyframeInterval; a request inside the interval is sent when it ends.
 func (t *Track) RequestKeyframe() {

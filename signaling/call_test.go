@@ -84,9 +84,6 @@ func TestThreeParticipantsThenFourthThenLeave(t *testing.T) {
 }
 
 func TestFortyJoinAndPublishAtOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow")
-	}
 	const n = 40
 	// Under -race on two cores, 40 clients and 80 server connections are
 	// slow: send audio at 10 packets/s and allow slow answers, since this

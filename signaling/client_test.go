@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -121,18 +120,17 @@ type testClient struct {
 
 	wmu sync.Mutex // websocket writes
 
-	mu       sync.Mutex
-	joined   *Joined
-	mids     map[string]string
-	recv     map[string]*received // by track sid
-	events   []Envelope
-	errors   []Error
-	left     map[string]bool // participant sids that left
-	unpub    map[string]bool // track sids unpublished
-	closed   bool
-	closing  atomic.Bool
-	answered chan struct{}
-	pending  []webrtc.ICECandidateInit // publisher candidates before the answer
+	mu      sync.Mutex
+	joined  *Joined
+	mids    map[string]string
+	recv    map[string]*received // by track sid
+	events  []Envelope
+	errors  []Error
+	left    map[string]bool // participant sids that left
+	unpub   map[string]bool // track sids unpublished
+	closed  bool
+	closing atomic.Bool
+	pending []webrtc.ICECandidateInit // publisher candidates before the answer
 
 	stopSend chan struct{}
 	sendWG   sync.WaitGroup
@@ -191,7 +189,7 @@ func joinWith(t testing.TB, s *testServer, room, identity string, relay bool, ap
 		api = apis[0]
 	}
 	c := &testClient{t: t, identity: identity, api: api, relay: relay, mids: map[string]string{}, recv: map[string]*received{},
-		left: map[string]bool{}, unpub: map[string]bool{}, answered: make(chan struct{}), stopSend: make(chan struct{})}
+		left: map[string]bool{}, unpub: map[string]bool{}, stopSend: make(chan struct{})}
 	c.ws = dial(t, s.url)
 	c.write(TypeJoin, Join{Token: s.token(t, room, identity), Protocol: ProtocolVersion, Room: room})
 	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -614,5 +612,3 @@ func (c *testClient) mediaFrom(publishers []string, kinds []string, min int) err
 	}
 	return nil
 }
-
-var _ = http.StatusOK

@@ -30,7 +30,8 @@ type Config struct {
 	PublicIP string
 	// ListenIP binds the listeners; empty means all interfaces.
 	ListenIP string
-	// UDPPort and TCPPort (usually both 3478); 0 switches one off.
+	// UDPPort and TCPPort (usually both 3478); 0 switches one off, -1
+	// picks a free port (tests).
 	UDPPort, TCPPort int
 	// TLSPort (5349 or 443) with CertFile and KeyFile; 0 switches it off.
 	TLSPort           int
@@ -69,7 +70,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: turn.listen_ip: %q is not an IP address", ErrBadConfig, c.ListenIP)
 	}
 	for key, p := range map[string]int{"turn.udp_port": c.UDPPort, "turn.tcp_port": c.TCPPort, "turn.tls_port": c.TLSPort} {
-		if p < 0 || p > 65535 {
+		if p < -1 || p > 65535 {
 			return fmt.Errorf("%w: %s: %d is not a port (0 switches it off)", ErrBadConfig, key, p)
 		}
 	}
@@ -193,7 +194,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.UDPPort != 0 {
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(listenIP, strconv.Itoa(cfg.UDPPort)))
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(listenIP, strconv.Itoa(max(cfg.UDPPort, 0))))
 		if err != nil {
 			return fail(fmt.Errorf("turn: listen udp %d (turn.udp_port): %w", cfg.UDPPort, err))
 		}
@@ -202,7 +203,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, pionturn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: perm})
 	}
 	if cfg.TCPPort != 0 {
-		l, err := net.Listen("tcp", net.JoinHostPort(listenIP, strconv.Itoa(cfg.TCPPort)))
+		l, err := net.Listen("tcp", net.JoinHostPort(listenIP, strconv.Itoa(max(cfg.TCPPort, 0))))
 		if err != nil {
 			return fail(fmt.Errorf("turn: listen tcp %d (turn.tcp_port): %w", cfg.TCPPort, err))
 		}
@@ -215,7 +216,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		if err != nil {
 			return fail(fmt.Errorf("turn: turn.cert_file/turn.key_file: %w", err))
 		}
-		l, err := tls.Listen("tcp", net.JoinHostPort(listenIP, strconv.Itoa(cfg.TLSPort)), &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		l, err := tls.Listen("tcp", net.JoinHostPort(listenIP, strconv.Itoa(max(cfg.TLSPort, 0))), &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		if err != nil {
 			return fail(fmt.Errorf("turn: listen tls %d (turn.tls_port): %w", cfg.TLSPort, err))
 		}

@@ -2,7 +2,6 @@ package turn
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -16,27 +15,11 @@ import (
 	pionturn "github.com/pion/turn/v4"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", pc.LocalAddr().(*net.UDPAddr).Port))
-	if err != nil {
-		return freePort(t)
-	}
-	l.Close()
-	return pc.LocalAddr().(*net.UDPAddr).Port
-}
-
 const testSecret = "test-secret-0123456789abcdef0123456789"
 
 func startTURN(t *testing.T, mutate func(*Config)) *Server {
 	t.Helper()
-	p := freePort(t)
-	cfg := Config{Enabled: true, PublicIP: "127.0.0.1", ListenIP: "127.0.0.1", UDPPort: p, TCPPort: p,
+	cfg := Config{Enabled: true, PublicIP: "127.0.0.1", ListenIP: "127.0.0.1", UDPPort: -1, TCPPort: -1,
 		RelayPortMin: 42000, RelayPortMax: 42999, Secret: testSecret, AllowPeers: []string{"127.0.0.0/8"}}
 	if mutate != nil {
 		mutate(&cfg)
@@ -68,8 +51,14 @@ var sentRe = regexp.MustCompile(`Total sent packets:?\s*(\d+)|tot_send_msgs=(\d+
 // server and returns its output.
 func runUclient(t *testing.T, s *Server, user, pass string, extra ...string) (string, error) {
 	t.Helper()
+	network := "udp"
+	for _, e := range extra {
+		if e == "-t" {
+			network = "tcp"
+		}
+	}
 	args := append([]string{"-u", user, "-w", pass, "-y", "-n", "20", "-m", "2", "-c", "-L", "127.0.0.1",
-		"-p", strconv.Itoa(port(s.Addr("udp")))}, extra...)
+		"-p", strconv.Itoa(port(s.Addr(network)))}, extra...)
 	args = append(args, "127.0.0.1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
