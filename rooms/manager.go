@@ -19,6 +19,72 @@ type Config struct {
 	MaxRooms                int           // per server; default 1000
 	MaxTracksPerParticipant int           // default 8
 	NegotiationTimeout      time.Duration // unanswered subscriber offer; default 20s
+	Data                    DataConfig    // presence, chat and data messages
+}
+
+// DataConfig limits what travels on the data channels (docs/protocol.md).
+type DataConfig struct {
+	History          int           // chat messages kept per room; default 200
+	HistoryRetention time.Duration // keep an emptied room's history and ids this long; default 10m
+	MaxMessageBytes  int           // largest message; default 16 KiB, at most sfu.MaxDataMessage
+	MaxMetadataBytes int           // presence metadata; default 1 KiB
+	RateLimit        int           // reliable messages per RateWindow; default 30
+	RateWindow       time.Duration // default 10s
+	LossyRateLimit   int           // lossy messages per second; default 60
+	TypingTimeout    time.Duration // typing clears itself after this; default 6s
+	AwayAfter        time.Duration // no message for this long: away; default 20s
+	OfflineGrace     time.Duration // a dropped participant shows offline this long; default 30s
+	StallTimeout     time.Duration // a client not reading its channel this long is dropped; default 10s
+}
+
+// validate fills defaults and names the first bad key.
+func (c *DataConfig) validate() error {
+	ints := []struct {
+		key string
+		v   *int
+		def int
+	}{{"data.history", &c.History, 200}, {"data.max_message_bytes", &c.MaxMessageBytes, 16 << 10},
+		{"data.max_metadata_bytes", &c.MaxMetadataBytes, 1 << 10}, {"data.rate_limit", &c.RateLimit, 30},
+		{"data.lossy_rate_limit", &c.LossyRateLimit, 60}}
+	for _, x := range ints {
+		if *x.v < 0 {
+			return fmt.Errorf("%w: %s: %d is negative", ErrBadConfig, x.key, *x.v)
+		}
+		if *x.v == 0 {
+			*x.v = x.def
+		}
+	}
+	durs := []struct {
+		key string
+		v   *time.Duration
+		def time.Duration
+	}{{"data.history_retention", &c.HistoryRetention, 10 * time.Minute}, {"data.rate_window", &c.RateWindow, 10 * time.Second},
+		{"data.typing_timeout", &c.TypingTimeout, 6 * time.Second}, {"data.away_after", &c.AwayAfter, 20 * time.Second},
+		{"data.offline_grace", &c.OfflineGrace, 30 * time.Second}, {"data.stall_timeout", &c.StallTimeout, 10 * time.Second}}
+	for _, x := range durs {
+		if *x.v < 0 {
+			return fmt.Errorf("%w: %s: %s is negative", ErrBadConfig, x.key, *x.v)
+		}
+		if *x.v == 0 {
+			*x.v = x.def
+		}
+	}
+	if c.MaxMessageBytes > sfu.MaxDataMessage {
+		return fmt.Errorf("%w: data.max_message_bytes: %d is over the data channel limit of %d", ErrBadConfig, c.MaxMessageBytes, sfu.MaxDataMessage)
+	}
+	if c.MaxMetadataBytes >= c.MaxMessageBytes {
+		return fmt.Errorf("%w: data.max_metadata_bytes: %d must be smaller than data.max_message_bytes (%d)", ErrBadConfig, c.MaxMetadataBytes, c.MaxMessageBytes)
+	}
+	if c.History > 10000 {
+		return fmt.Errorf("%w: data.history: %d is over 10000", ErrBadConfig, c.History)
+	}
+	return nil
+}
+
+// heartbeatInterval is what clients are told: a few heartbeats per
+// AwayAfter, so that one lost beat never makes anybody away.
+func (c *DataConfig) heartbeatInterval() time.Duration {
+	return max(c.AwayAfter/4, 100*time.Millisecond)
 }
 
 // Validate fills defaults and names the first bad key.
@@ -44,7 +110,7 @@ func (c *Config) Validate() error {
 	if c.NegotiationTimeout <= 0 {
 		c.NegotiationTimeout = 20 * time.Second
 	}
-	return nil
+	return c.Data.validate()
 }
 
 // Manager owns every room of this server.
@@ -55,6 +121,7 @@ type Manager struct {
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
+	chats  map[string]*chatLog // by room name; outlive their room for a while
 	closed bool
 }
 
@@ -64,7 +131,7 @@ func NewManager(cfg Config, engine *sfu.Engine, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, engine: engine, log: log, rooms: map[string]*Room{}}
+	return &Manager{cfg: cfg, engine: engine, log: log, rooms: map[string]*Room{}, chats: map[string]*chatLog{}}
 }
 
 // JoinParams describe a participant joining with a verified token.
@@ -78,11 +145,7 @@ type JoinParams struct {
 // first event on p.Sink is Joined. An identity already in the room replaces
 // the older session, which gets Closed{Reason: "duplicate_identity"}.
 func (m *Manager) Join(p JoinParams) (*Participant, error) {
-	part := &Participant{
-		sid: newID("PA_"), identity: p.Identity, name: p.Name, grants: p.Grants,
-		joinedAt: time.Now(), sink: p.Sink, tracks: map[string]*published{}, descs: map[string]TrackDesc{},
-		maxTracks: m.cfg.MaxTracksPerParticipant,
-	}
+	part := newParticipant(p, &m.cfg)
 	part.log = m.log.With("room", p.Room, "participant", part.sid, "identity", p.Identity)
 	if err := part.connect(m.engine, m.cfg.NegotiationTimeout); err != nil {
 		return nil, err
@@ -101,7 +164,7 @@ func (m *Manager) Join(p JoinParams) (*Participant, error) {
 			part.closePeers()
 			return nil, ErrTooManyRooms
 		}
-		r = &Room{name: p.Room, mgr: m, parts: map[string]*Participant{}, created: time.Now()}
+		r = m.newRoomLocked(p.Room)
 		m.rooms[p.Room] = r
 		m.log.Info("room started", "room", p.Room)
 	}
@@ -131,8 +194,38 @@ func (m *Manager) dropIfEmpty(r *Room) {
 	r.mu.Unlock()
 	if empty && m.rooms[r.name] == r {
 		delete(m.rooms, r.name)
+		close(r.stop)
+		r.chat.mu.Lock()
+		r.chat.released = time.Now()
+		r.chat.mu.Unlock()
 		m.log.Info("room finished", "room", r.name)
 	}
+}
+
+// newRoomLocked makes a room, with the chat log its name had if it
+// emptied less than HistoryRetention ago.
+func (m *Manager) newRoomLocked(name string) *Room {
+	now := time.Now()
+	for n, l := range m.chats {
+		l.mu.Lock()
+		expired := !l.released.IsZero() && now.Sub(l.released) >= m.cfg.Data.HistoryRetention
+		l.mu.Unlock()
+		if expired {
+			delete(m.chats, n)
+		}
+	}
+	l, ok := m.chats[name]
+	if !ok {
+		l = newChatLog(m.cfg.Data.History)
+		m.chats[name] = l
+	}
+	l.mu.Lock()
+	l.released = time.Time{}
+	l.mu.Unlock()
+	r := &Room{name: name, mgr: m, parts: map[string]*Participant{}, created: now,
+		presence: map[string]*presence{}, screens: map[string]*Participant{}, chat: l, stop: make(chan struct{})}
+	go r.janitor(janitorTick(&m.cfg.Data))
+	return r
 }
 
 // Room returns a room by name, or nil.

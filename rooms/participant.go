@@ -42,6 +42,47 @@ type Participant struct {
 	tracks map[string]*published // by sid
 	descs  map[string]TrackDesc  // by client track id, from the last offer
 	left   atomic.Bool
+
+	// Data channels (data.go). dq and lq are the outgoing queues; the
+	// limiters and lossyErrAt belong to the goroutine of their channel.
+	dq, lq       chan string
+	dataDone     chan struct{} // closed when p leaves
+	dataReady    bool          // guarded by room.dmu: p is in room.ready
+	dataOverflow atomic.Bool
+	dataLimit    *window
+	lossyLimit   *window
+	lossyErrAt   time.Time
+}
+
+func newParticipant(p JoinParams, cfg *Config) *Participant {
+	return &Participant{
+		sid: newID("PA_"), identity: p.Identity, name: p.Name, grants: p.Grants,
+		joinedAt: time.Now(), sink: p.Sink, tracks: map[string]*published{}, descs: map[string]TrackDesc{},
+		maxTracks: cfg.MaxTracksPerParticipant,
+		dq:        make(chan string, dataQueueLen), lq: make(chan string, lossyQueueLen), dataDone: make(chan struct{}),
+		dataLimit: newWindow(cfg.Data.RateLimit, cfg.Data.RateWindow), lossyLimit: newWindow(cfg.Data.LossyRateLimit, time.Second),
+	}
+}
+
+// mediaFlags says whether p sends camera and microphone (published and
+// unmuted), and lists its screen share tracks.
+func (p *Participant) mediaFlags() (camera, mic bool, screens []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for sid, pt := range p.tracks {
+		if pt.info.Muted {
+			continue
+		}
+		switch pt.info.Source {
+		case SourceCamera:
+			camera = true
+		case SourceMicrophone:
+			mic = true
+		case SourceScreen:
+			screens = append(screens, sid)
+		}
+	}
+	return camera, mic, screens
 }
 
 // SID is the server's id of this session.
@@ -79,6 +120,21 @@ func (p *Participant) connect(e *sfu.Engine, timeout time.Duration) error {
 		Offer:     func(sdp string, mids map[string]string) { p.sink.Send(Offer{SDP: sdp, Mids: mids}) },
 		Candidate: func(c *webrtc.ICECandidateInit) { p.sink.Send(Candidate{Target: TargetSubscriber, Candidate: c}) },
 		Failed:    func(err error) { go p.fail("subscriber_failed", err) },
+		DataOpen: func(d *sfu.Data) {
+			p.attachData(d)
+			go func() { // the client closed its channels: stop sending
+				select {
+				case <-d.Closed():
+				case <-p.dataDone:
+					return
+				}
+				r := p.room
+				r.dmu.Lock()
+				r.detachDataLocked(p)
+				r.dmu.Unlock()
+			}()
+		},
+		DataMessage: p.handleData,
 	}, timeout, p.log.With("pc", "subscriber"))
 	if err != nil {
 		_ = p.pub.Close()
@@ -210,6 +266,7 @@ func (p *Participant) SetMuted(sid string, muted bool) error {
 		return ErrUnknownTrack
 	}
 	p.room.broadcast(TrackMuted{ParticipantSID: p.sid, TrackSID: sid, Muted: muted})
+	p.room.presenceMedia(p)
 	return nil
 }
 
@@ -240,6 +297,7 @@ func (p *Participant) leave(reason string) {
 	r.mu.Lock()
 	r.removeLocked(p, reason)
 	r.mu.Unlock()
+	close(p.dataDone)
 	p.closePeers()
 	r.mgr.dropIfEmpty(r)
 	p.log.Info("participant left", "reason", reason)

@@ -11,8 +11,16 @@ type Room struct {
 	mgr     *Manager
 	created time.Time
 
-	mu    sync.Mutex // lock order: Room.mu before Participant.mu
+	mu    sync.Mutex // lock order: Room.mu, then Room.dmu, then Participant.mu
 	parts map[string]*Participant
+
+	// Presence, chat and data (presence.go, data.go).
+	dmu      sync.Mutex
+	presence map[string]*presence    // by identity
+	ready    []*Participant          // whose reliable data channel is open
+	screens  map[string]*Participant // live screen share track sid -> owner
+	chat     *chatLog
+	stop     chan struct{} // ends the janitor when the room is dropped
 }
 
 // Name of the room.
@@ -64,6 +72,12 @@ func (r *Room) add(p *Participant, max int) (*Participant, error) {
 	}
 	r.parts[p.sid] = p
 	p.sink.Send(Joined{Self: p.Info(), Others: others, Grants: p.grants})
+	// The first subscriber offer carries the data channels; it comes
+	// after Joined.
+	p.sub.Negotiate()
+	r.dmu.Lock()
+	r.presenceJoinLocked(p, time.Now())
+	r.dmu.Unlock()
 	info := p.Info()
 	for _, x := range r.parts {
 		if x == p {
@@ -92,6 +106,14 @@ func (r *Room) publish(p *Participant, pt *published) {
 		}
 		x.sink.Send(TrackPublished{ParticipantSID: p.sid, Track: pt.info})
 	}
+	r.presenceMedia(p)
+}
+
+// presenceMedia updates p's camera, mic and screen flags.
+func (r *Room) presenceMedia(p *Participant) {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	r.presenceMediaLocked(p, time.Now())
 }
 
 // unpublish stops forwarding a track of p and announces it.
@@ -107,6 +129,7 @@ func (r *Room) unpublish(p *Participant, sid string) {
 		}
 		x.sink.Send(TrackUnpublished{ParticipantSID: p.sid, TrackSID: sid})
 	}
+	r.presenceMedia(p)
 }
 
 // broadcast sends ev to everyone in the room.
@@ -136,4 +159,8 @@ func (r *Room) removeLocked(p *Participant, reason string) {
 	for _, pt := range tracks {
 		pt.t.Close()
 	}
+	r.dmu.Lock()
+	r.detachDataLocked(p)
+	r.presenceLeaveLocked(p, reason, time.Now())
+	r.dmu.Unlock()
 }

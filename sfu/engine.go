@@ -138,6 +138,7 @@ func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
 	se.SetIncludeLoopbackCandidate(e.cfg.IncludeLoopback)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(5*time.Second, 25*time.Second, 2*time.Second)
+	se.SetSCTPMaxMessageSize(MaxDataMessage)
 	if len(e.cfg.PublicIPs) > 0 {
 		se.SetNAT1To1IPs(e.cfg.PublicIPs, webrtc.ICECandidateTypeHost)
 	}

@@ -10,4 +10,6 @@ var (
 	ErrBadCandidate       = errors.New("sfu: ICE candidate could not be added")
 	ErrBadConfig          = errors.New("sfu: bad config")
 	ErrNegotiationTimeout = errors.New("sfu: the client did not answer the offer in time")
+	ErrDataStalled        = errors.New("sfu: the client does not read its data channel")
+	ErrDataBusy           = errors.New("sfu: lossy data channel busy; message dropped")
 )

@@ -23,6 +23,13 @@ type PeerEvents struct {
 	Track func(t *Track)
 	// Failed reports that the connection failed or negotiation timed out.
 	Failed func(err error)
+	// DataOpen (subscriber) is called when the reliable data channel has
+	// opened, with the participant's end of both channels.
+	DataOpen func(d *Data)
+	// DataMessage (subscriber) is one message from the client on the
+	// reliable or (lossy) the lossy channel. Calls for one channel come
+	// from one goroutine, in order.
+	DataMessage func(lossy bool, msg []byte)
 }
 
 // candidateGate holds local candidates until the description they belong to
@@ -211,17 +218,30 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
 	watchState(pc, log, ev.Failed)
+	if ev.DataOpen != nil || ev.DataMessage != nil {
+		// The channels go in the first offer (see Negotiate), so that
+		// presence and chat work before anybody publishes.
+		if _, err := newData(pc, ev); err != nil {
+			_ = pc.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
+
+// Negotiate sends an offer even if no track changed (e.g. the first one,
+// for the data channels), batched with any pending changes.
+func (s *Subscriber) Negotiate() { s.queueOp(subOp{negotiate: true}) }
 
 // negotiationDelay batches subscription changes that come together (a
 // participant joining a full room) into one offer.
 const negotiationDelay = 15 * time.Millisecond
 
 type subOp struct {
-	add      *Track
-	streamID string
-	remove   string
+	add       *Track
+	streamID  string
+	remove    string
+	negotiate bool // offer even if no track changed
 }
 
 // AddTrack subscribes to t; streamID groups tracks that play together. It
@@ -259,6 +279,10 @@ func (s *Subscriber) applyOps() {
 	}
 	changed := false
 	for _, op := range ops {
+		if op.negotiate {
+			changed = true
+			continue
+		}
 		if op.add != nil {
 			changed = s.addLocked(op.add, op.streamID) || changed
 		} else {

@@ -134,6 +134,10 @@ type testClient struct {
 
 	stopSend chan struct{}
 	sendWG   sync.WaitGroup
+
+	// Data channels (data_test.go).
+	dc, lossyDC *webrtc.DataChannel
+	dmsgs       []dataRecv
 }
 
 func newAPI(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
@@ -184,6 +188,12 @@ func joinClient(t testing.TB, s *testServer, room, identity string, apis ...*web
 // response's ICE servers, relay candidates only (TURN).
 func joinWith(t testing.TB, s *testServer, room, identity string, relay bool, apis ...*webrtc.API) *testClient {
 	t.Helper()
+	return joinToken(t, s, room, identity, s.token(t, room, identity), relay, apis...)
+}
+
+// joinToken joins with the given token.
+func joinToken(t testing.TB, s *testServer, room, identity, token string, relay bool, apis ...*webrtc.API) *testClient {
+	t.Helper()
 	api := newAPI(t)
 	if len(apis) > 0 {
 		api = apis[0]
@@ -191,7 +201,7 @@ func joinWith(t testing.TB, s *testServer, room, identity string, relay bool, ap
 	c := &testClient{t: t, identity: identity, api: api, relay: relay, mids: map[string]string{}, recv: map[string]*received{},
 		left: map[string]bool{}, unpub: map[string]bool{}, stopSend: make(chan struct{})}
 	c.ws = dial(t, s.url)
-	c.write(TypeJoin, Join{Token: s.token(t, room, identity), Protocol: ProtocolVersion, Room: room})
+	c.write(TypeJoin, Join{Token: token, Protocol: ProtocolVersion, Room: room})
 	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var env Envelope
 	if err := c.ws.ReadJSON(&env); err != nil || env.Type != TypeJoined {
@@ -230,6 +240,7 @@ func joinWith(t testing.TB, s *testServer, room, identity string, relay bool, ap
 		}
 	})
 	c.sub.OnTrack(c.onTrack)
+	c.sub.OnDataChannel(c.onDataChannel)
 	t.Cleanup(c.close)
 	go c.readLoop()
 	return c

@@ -464,8 +464,11 @@ func (c *conn) deliver(ev any) {
 			c.send(TypeLeave, Leave{Reason: e.Reason})
 		default:
 			code := CodeInternal
-			if errors.Is(e.Err, sfu.ErrNegotiationTimeout) {
+			switch {
+			case errors.Is(e.Err, sfu.ErrNegotiationTimeout):
 				code = CodeNegotiationTimeout
+			case errors.Is(e.Err, sfu.ErrDataStalled):
+				code = CodeSlowClient
 			}
 			c.sendError(code, fmt.Sprintf("%s: %v", e.Reason, e.Err))
 			c.send(TypeLeave, Leave{Reason: e.Reason})

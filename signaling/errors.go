@@ -25,5 +25,6 @@ const (
 	CodeBadSDP              = "bad_sdp"
 	CodeNegotiationTimeout  = "negotiation_timeout"
 	CodeShuttingDown        = "shutting_down"
+	CodeSlowClient          = "slow_client"
 	CodeInternal            = "internal"
 )

@@ -44,9 +44,13 @@ func TestNoGoroutineLeakAfterChurn(t *testing.T) {
 	waitFor(t, 10*time.Second, "room back to one participant", func() bool {
 		return len(s.mgr.Room("churn").Participants()) == 1
 	})
+	// A live DTLS connection (the host's, carrying its data channels) has
+	// one helper goroutine per pending read, a new one for each read: not
+	// a leak. A leaked connection would show its ICE, DTLS and SCTP loops.
+	perRead := goleak.IgnoreTopFunction("github.com/pion/transport/v4/netctx.(*packetConn).ReadFromContext.func1")
 	var err error
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
-		if err = goleak.Find(baseline); err == nil {
+		if err = goleak.Find(baseline, perRead); err == nil {
 			return
 		}
 	}

@@ -206,10 +206,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-var namePattern = regexp.MustCompile(`^[\p{L}\p{N}_.\- ]{1,64}$`)
+var (
+	namePattern     = regexp.MustCompile(`^[\p{L}\p{N}_.\- ]{1,64}$`)
+	identityPattern = regexp.MustCompile(`^[\p{Ll}\p{N}_.\-]{1,80}$`)
+)
 
 // DevTokenHandler mints tokens for anyone, in development mode only:
-// GET /api/dev-token?room=R&name=N. It returns nil when keys are configured.
+// GET /api/dev-token?room=R&name=N[&identity=I]. It returns nil when keys
+// are configured.
 func (s *Server) DevTokenHandler() http.Handler {
 	if !s.dev {
 		return nil
@@ -228,7 +232,17 @@ func (s *Server) DevTokenHandler() http.Handler {
 			http.Error(w, "room and name: 1-64 letters, digits, spaces, '.', '_' or '-'", http.StatusBadRequest)
 			return
 		}
-		identity := strings.ToLower(strings.ReplaceAll(name, " ", "-")) + "-" + randomSuffix()
+		// A page may ask for the identity it had before (kept per tab), so
+		// that a reload is the same person: presence and the chat outbox
+		// carry over. Anyone may mint any identity here anyway: development
+		// mode has no authentication.
+		identity := r.URL.Query().Get("identity")
+		if identity == "" {
+			identity = strings.ToLower(strings.ReplaceAll(name, " ", "-")) + "-" + randomSuffix()
+		} else if !identityPattern.MatchString(identity) {
+			http.Error(w, "identity: 1-80 lower-case letters, digits, '.', '_' or '-'", http.StatusBadRequest)
+			return
+		}
 		tok, err := MintToken(s.devKey, s.cfg.Keys[s.devKey], TokenSpec{
 			Room: room, Identity: identity, Name: name, TTL: 6 * time.Hour,
 			Grants: rooms.Grants{Publish: true, Subscribe: true, Data: true},

@@ -53,6 +53,19 @@ type Config struct {
 		MaxRooms                int `yaml:"max_rooms" usage:"rooms per server"`
 		MaxTracksPerParticipant int `yaml:"max_tracks_per_participant" usage:"published tracks per participant"`
 	} `yaml:"rooms"`
+	Data struct {
+		History          int           `yaml:"history" usage:"chat messages kept per room and sent to late joiners"`
+		HistoryRetention time.Duration `yaml:"history_retention" usage:"keep an emptied room's chat history (and message ids) this long"`
+		MaxMessageBytes  int           `yaml:"max_message_bytes" usage:"largest data channel message (chat, presence, data); at most 65536"`
+		MaxMetadataBytes int           `yaml:"max_metadata_bytes" usage:"largest presence metadata"`
+		RateLimit        int           `yaml:"rate_limit" usage:"reliable data messages a participant may send per rate_window"`
+		RateWindow       time.Duration `yaml:"rate_window" usage:"sliding window of rate_limit"`
+		LossyRateLimit   int           `yaml:"lossy_rate_limit" usage:"lossy data messages (pointer) a participant may send per second"`
+		TypingTimeout    time.Duration `yaml:"typing_timeout" usage:"a typing indicator clears itself after this"`
+		AwayAfter        time.Duration `yaml:"away_after" usage:"a participant that sends nothing (no heartbeat) for this long is away"`
+		OfflineGrace     time.Duration `yaml:"offline_grace" usage:"a participant whose connection was lost shows offline this long"`
+		StallTimeout     time.Duration `yaml:"stall_timeout" usage:"disconnect a client that does not read its data channel for this long"`
+	} `yaml:"data"`
 	TURN struct {
 		Enabled       bool          `yaml:"enabled" usage:"run the embedded TURN server"`
 		Host          string        `yaml:"host" usage:"host name clients use in turn: URLs (default public_ip)"`
@@ -96,6 +109,17 @@ func defaults() Config {
 	c.Rooms.MaxParticipants = 100
 	c.Rooms.MaxRooms = 1000
 	c.Rooms.MaxTracksPerParticipant = 8
+	c.Data.History = 200
+	c.Data.HistoryRetention = 10 * time.Minute
+	c.Data.MaxMessageBytes = 16 << 10
+	c.Data.MaxMetadataBytes = 1 << 10
+	c.Data.RateLimit = 30
+	c.Data.RateWindow = 10 * time.Second
+	c.Data.LossyRateLimit = 60
+	c.Data.TypingTimeout = 6 * time.Second
+	c.Data.AwayAfter = 20 * time.Second
+	c.Data.OfflineGrace = 30 * time.Second
+	c.Data.StallTimeout = 10 * time.Second
 	c.TURN.UDPPort = 3478
 	c.TURN.TCPPort = 3478
 	c.TURN.RelayPortMin = 49152
@@ -394,8 +418,12 @@ func (c *Config) sfuConfig() sfu.Config {
 }
 
 func (c *Config) roomsConfig() rooms.Config {
+	d := c.Data
 	return rooms.Config{MaxParticipants: c.Rooms.MaxParticipants, MaxRooms: c.Rooms.MaxRooms,
-		MaxTracksPerParticipant: c.Rooms.MaxTracksPerParticipant, NegotiationTimeout: c.Signaling.NegotiationTimeout}
+		MaxTracksPerParticipant: c.Rooms.MaxTracksPerParticipant, NegotiationTimeout: c.Signaling.NegotiationTimeout,
+		Data: rooms.DataConfig{History: d.History, HistoryRetention: d.HistoryRetention, MaxMessageBytes: d.MaxMessageBytes,
+			MaxMetadataBytes: d.MaxMetadataBytes, RateLimit: d.RateLimit, RateWindow: d.RateWindow, LossyRateLimit: d.LossyRateLimit,
+			TypingTimeout: d.TypingTimeout, AwayAfter: d.AwayAfter, OfflineGrace: d.OfflineGrace, StallTimeout: d.StallTimeout}}
 }
 
 // signalingConfig leaves ICEServersFor to serve, which knows the TURN server.
@@ -439,7 +467,9 @@ func (c *Config) Validate() error {
 		key string
 		n   int
 	}{{"rooms.max_participants", c.Rooms.MaxParticipants}, {"rooms.max_rooms", c.Rooms.MaxRooms},
-		{"rooms.max_tracks_per_participant", c.Rooms.MaxTracksPerParticipant}} {
+		{"rooms.max_tracks_per_participant", c.Rooms.MaxTracksPerParticipant}, {"data.history", c.Data.History},
+		{"data.max_message_bytes", c.Data.MaxMessageBytes}, {"data.max_metadata_bytes", c.Data.MaxMetadataBytes},
+		{"data.rate_limit", c.Data.RateLimit}, {"data.lossy_rate_limit", c.Data.LossyRateLimit}} {
 		if kv.n < 1 {
 			return fmt.Errorf("%w: %s: %d must be at least 1", errConfig, kv.key, kv.n)
 		}
@@ -449,7 +479,10 @@ func (c *Config) Validate() error {
 		d   time.Duration
 	}{{"signaling.ping_interval", c.Signaling.PingInterval}, {"signaling.pong_timeout", c.Signaling.PongTimeout},
 		{"signaling.write_timeout", c.Signaling.WriteTimeout}, {"signaling.negotiation_timeout", c.Signaling.NegotiationTimeout},
-		{"turn.credential_ttl", c.TURN.CredentialTTL}, {"shutdown_timeout", c.ShutdownTimeout}} {
+		{"turn.credential_ttl", c.TURN.CredentialTTL}, {"shutdown_timeout", c.ShutdownTimeout},
+		{"data.history_retention", c.Data.HistoryRetention}, {"data.rate_window", c.Data.RateWindow},
+		{"data.typing_timeout", c.Data.TypingTimeout}, {"data.away_after", c.Data.AwayAfter},
+		{"data.offline_grace", c.Data.OfflineGrace}, {"data.stall_timeout", c.Data.StallTimeout}} {
 		if kv.d <= 0 {
 			return fmt.Errorf("%w: %s: %s must be positive", errConfig, kv.key, kv.d)
 		}
