@@ -1,7 +1,12 @@
 // Parley demo client: the page's state, local media, joining and leaving.
-// session.js speaks the protocol, ui.js draws. Plain ES modules, no build.
+// session.js speaks the protocol, ui.js draws, presence.js and chat.js run
+// the People and Chat panels over the data channels. Plain ES modules, no
+// build.
 
+import { Chat } from './chat.js';
+import { Presence } from './presence.js';
 import { Session } from './session.js';
+import { getToken } from './token.js';
 import * as ui from './ui.js';
 
 const { $ } = ui;
@@ -19,6 +24,7 @@ const app = {
   screen: null, // MediaStream of our screen share, or null
   attempts: 0, // reconnect attempts since the last successful join
   retryTimer: 0,
+  dataGrant: true, // the token allows chat and presence changes
 };
 
 function setState(state, text) {
@@ -28,11 +34,49 @@ function setState(state, text) {
 
 const localKey = (group) => ui.tileKey('local', group);
 
+// ---- presence and chat over the data channels ----------------------------------
+
+const link = () => (app.session && app.session.data) || null;
+const isOnline = () => !!(link() && link().open);
+const sendData = (msg) => !!(link() && link().send(msg));
+
+const chat = new Chat({ send: sendData, isOnline, nameOf: (id) => presence.nameOf(id) });
+const presence = new Presence({ send: sendData, changed: (p) => chat.setPeople(p.entries(), p.self) });
+
+// onData handles one message from the data channels (docs/protocol.md).
+function onData(msg) {
+  switch (msg.type) {
+    case 'roster':
+      presence.setRoster(msg.self, msg.participants);
+      // The first message on a new channel: send what waits.
+      chat.setIdentity(msg.self);
+      chat.setLimits(msg.limits);
+      chat.online();
+      break;
+    case 'presence': presence.update(msg.participant); break;
+    case 'presence_left': presence.remove(msg.identity, msg.sid); break;
+    case 'history': chat.onHistory(msg.messages); break;
+    case 'chat': chat.onChat(msg); break;
+    case 'chat_ack': chat.onAck(msg); break;
+    case 'error':
+      if (!chat.onError(msg)) console.warn('parley: data error', msg.code, msg.request || '', msg.message || '');
+      break;
+    case 'data':
+    case 'pointer':
+      break; // application data: the demo page uses none
+    default:
+      console.warn('parley: unknown data message', msg.type);
+  }
+}
+
 // host is how a Session reports back.
 const host = {
   joined: onJoined,
   changed: updateState,
   closed: sessionClosed,
+  dataOpen: () => chat.render(),
+  data: (s, msg) => { if (s === app.session) onData(msg); },
+  dataClosed: () => chat.render(),
 };
 
 // onJoined shows our own tile and publishes our media.
@@ -41,6 +85,8 @@ function onJoined(s, d) {
   app.attempts = 0;
   $('room-label').textContent = d.room || s.room;
   $('controls').hidden = false;
+  app.dataGrant = s.grants.data !== false;
+  chat.setIdentity(s.self.identity, s.self.name);
   const mine = ui.ensureTile(localKey('camera'), { psid: s.self.sid, identity: s.self.identity, name: s.self.name, source: 'camera', local: true });
   if (app.camera) {
     for (const track of app.camera.getTracks()) ui.setTileTrack(mine, track);
@@ -244,25 +290,12 @@ function updateControls() {
   ui.setToggle('btn-cam', !!cam && cam.enabled, 'Camera on', 'Camera off', canPublish && !!cam);
   ui.setToggle('btn-screen', !!app.screen, 'Stop sharing', 'Share screen',
     canPublish && !!(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia));
+  // Chat stays usable while reconnecting: what is sent then waits.
+  for (const id of ['btn-hand', 'chat-input', 'chat-send']) $(id).disabled = !app.dataGrant;
+  $('chat-input').placeholder = app.dataGrant ? 'Write a message' : 'Your token does not allow chat';
 }
 
 // ---- joining and leaving --------------------------------------------------------
-
-async function getToken(room, name) {
-  const given = params.get('token');
-  if (given) return given;
-  let r;
-  try {
-    r = await fetch(`/api/dev-token?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`);
-  } catch (e) {
-    throw new Error(`The server cannot be reached: ${e.message}`);
-  }
-  if (r.status === 404) {
-    throw new Error('This server needs a join token: open the link your application gave you (it has token=… in it).');
-  }
-  if (!r.ok) throw new Error(`The server refused to give a token: ${(await r.text()).trim()}`);
-  return (await r.json()).token;
-}
 
 async function join(room, name) {
   clearTimeout(app.retryTimer);
@@ -270,14 +303,17 @@ async function join(room, name) {
   $('room-label').textContent = room;
   setState('connecting');
   let token;
+  let identity;
   try {
-    token = await getToken(room, name);
+    ({ token, identity } = await getToken(room, name, params.get('token')));
   } catch (e) {
     setState('disconnected');
     ui.showMessage(e.message);
     showLobby();
     return;
   }
+  presence.start(identity);
+  chat.start(room, identity, name);
   if (!app.camera) await openMedia();
   app.join = { room, name, token };
   app.attempts = 0;
@@ -293,6 +329,11 @@ function teardown() {
   if (app.camera) for (const t of app.camera.getTracks()) t.stop();
   app.camera = null;
   ui.removeTiles(() => true);
+  ui.setPanel('people', false);
+  ui.setPanel('chat', false);
+  chat.setOpen(false);
+  chat.stop();
+  presence.stop();
   $('controls').hidden = true;
   $('enable-audio').hidden = true;
 }
@@ -338,6 +379,17 @@ $('btn-leave').addEventListener('click', leave);
 $('sel-cam').addEventListener('change', (e) => switchDevice('video', e.target.value));
 $('sel-mic').addEventListener('change', (e) => switchDevice('audio', e.target.value));
 $('enable-audio').addEventListener('click', ui.playAll);
+$('btn-people').addEventListener('click', () => ui.setPanel('people', !ui.panelOpen('people')));
+$('btn-chat').addEventListener('click', () => {
+  const open = !ui.panelOpen('chat');
+  ui.setPanel('chat', open);
+  chat.setOpen(open);
+  if (open) $('chat-input').focus();
+});
+document.addEventListener('visibilitychange', () => {
+  presence.setAway(document.visibilityState === 'hidden');
+  chat.seen();
+});
 if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
   navigator.mediaDevices.addEventListener('devicechange', refreshDevices);
 }
@@ -351,6 +403,12 @@ window.parley = Object.freeze({
   get subscriberPC() { return app.session && app.session.sub; },
   participants: () => (app.session ? [...app.session.participants.values()] : []),
   tracks: () => (app.session ? [...app.session.tracks.entries()].map(([sid, t]) => ({ sid, participant_sid: t.psid, ...t.info })) : []),
+  get identity() { return chat.self; },
+  get dataOpen() { return isOnline(); },
+  get unread() { return chat.unread; },
+  roster: () => presence.entries().map((p) => ({ ...p })),
+  chat: () => chat.snapshot(),
+  outbox: () => chat.outbox.entries(),
 });
 
 {

@@ -4,6 +4,7 @@
 // offers on it, so negotiation never glares. A reconnect makes a new
 // Session; the local media belongs to the page and survives it.
 
+import { DataLink } from './datalink.js';
 import { PROTOCOL, Signal, signalURL } from './signal.js';
 import * as ui from './ui.js';
 
@@ -22,6 +23,7 @@ const ERRORS = {
   bad_sdp: 'Your browser and the server could not agree on the media.',
   negotiation_timeout: 'Setting up the media connection took too long.',
   shutting_down: 'The server is shutting down. Try again in a moment.',
+  slow_client: 'This page did not keep up with the messages of the room.',
   internal: 'The server had a problem.',
 };
 // Errors after which joining again with the same token cannot work.
@@ -56,6 +58,9 @@ function msidTracks(sdp) {
 //   host.joined(session)       the server accepted us; the connections exist
 //   host.changed()             a connection changed state
 //   host.closed(session, ev)   the socket closed ({code, reason})
+//   host.dataOpen(session)     the "parley" data channel opened
+//   host.data(session, msg)    a message arrived on a data channel
+//   host.dataClosed(session)   the data channels closed
 export class Session {
   constructor(token, room, host) {
     this.host = host;
@@ -65,6 +70,7 @@ export class Session {
     this.grants = null;
     this.pub = null;
     this.sub = null;
+    this.data = null; // the DataLink, from joined on
     this.participants = new Map(); // sid -> ParticipantInfo
     this.tracks = new Map(); // track sid -> {psid, info}
     this.mids = {}; // subscriber mid -> track sid
@@ -116,6 +122,13 @@ export class Session {
     this.pub = this.newPeer('publisher', iceServers);
     this.sub = this.newPeer('subscriber', iceServers);
     this.sub.ontrack = (e) => this.onRemoteTrack(e);
+    // The server opens the data channels on the subscriber connection.
+    this.data = new DataLink({
+      onOpen: () => this.host.dataOpen(this),
+      onMessage: (msg) => this.host.data(this, msg),
+      onClose: () => this.host.dataClosed(this),
+    });
+    this.sub.ondatachannel = (e) => this.data.attach(e.channel);
     for (const p of d.participants || []) this.addParticipant(p);
     this.host.joined(this, d);
   }
@@ -355,6 +368,7 @@ export class Session {
     if (this.ended) return;
     this.ended = true;
     if (this.answer) this.answer.reject(new Error('session ended'));
+    if (this.data) this.data.close();
     for (const pc of [this.pub, this.sub]) if (pc) pc.close();
     ui.removeTiles((t) => !t.local || t.source === 'screen');
   }

@@ -186,3 +186,19 @@ export async function fillDevices(currentIds) {
     sel.disabled = sel.options.length < 2;
   }
 }
+
+// ---- side panel ----------------------------------------------------------------
+
+// The side panel holds People and Chat; each has a footer button that shows
+// or hides it, and the panel itself shows while either is open.
+const PANELS = { people: 'btn-people', chat: 'btn-chat' };
+
+export function panelOpen(name) {
+  return !$(`${name}-panel`).hidden;
+}
+
+export function setPanel(name, open) {
+  $(`${name}-panel`).hidden = !open;
+  $(PANELS[name]).setAttribute('aria-expanded', String(open));
+  $('side').hidden = !Object.keys(PANELS).some(panelOpen);
+}
