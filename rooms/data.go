@@ -283,26 +283,26 @@ func (p *Participant) handleData(lossy bool, raw []byte) {
 
 func (r *Room) dataMessage(p *Participant, lossy bool, raw []byte, head *dataHead, now time.Time) error {
 	cfg := &r.mgr.cfg.Data
-	if len(raw) > cfg.MaxMessageBytes {
-		// Counted, so that a flood of big messages is throttled too.
-		if ok, _ := p.limiter(lossy).allow(now); !ok {
-			return nil
-		}
-		return refuse(DataTooLarge, "%d bytes is over data.max_message_bytes (%d)", len(raw), cfg.MaxMessageBytes)
-	}
-	if err := json.Unmarshal(raw, head); err != nil {
+	// The head is read even from a message that is too large (at most
+	// sfu.MaxDataMessage), so that the refusal names it.
+	if err := json.Unmarshal(raw, head); err != nil && len(raw) <= cfg.MaxMessageBytes {
 		return refuse(DataBadRequest, "not a JSON object {\"type\": ...}: %v", err)
 	}
-	if head.Type == "heartbeat" {
+	if head.Type == "heartbeat" && len(raw) <= cfg.MaxMessageBytes {
 		r.touch(p, now)
 		return nil
 	}
+	// Every other message counts, so that a flood of bad or big ones is
+	// throttled too.
 	if ok, wait := p.limiter(lossy).allow(now); !ok {
 		if lossy {
 			return &dataError{code: DataRateLimited, msg: fmt.Sprintf("more than %d lossy messages a second; dropped", cfg.LossyRateLimit)}
 		}
 		return &dataError{code: DataRateLimited, retry: wait,
 			msg: fmt.Sprintf("more than %d messages in %s; wait and send again", cfg.RateLimit, cfg.RateWindow)}
+	}
+	if len(raw) > cfg.MaxMessageBytes {
+		return refuse(DataTooLarge, "%d bytes is over data.max_message_bytes (%d)", len(raw), cfg.MaxMessageBytes)
 	}
 	r.touch(p, now)
 	switch head.Type {

@@ -27,7 +27,7 @@ func (s *recSink) events() []any {
 	return append([]any{}, s.evs...)
 }
 
-func newManager(t *testing.T, cfg Config) *Manager {
+func newManager(t testing.TB, cfg Config) *Manager {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e, err := sfu.NewEngine(sfu.Config{ListenIP: "127.0.0.1", IncludeLoopback: true}, log)
@@ -39,7 +39,7 @@ func newManager(t *testing.T, cfg Config) *Manager {
 	return m
 }
 
-func join(t *testing.T, m *Manager, room, identity string) (*Participant, *recSink, error) {
+func join(t testing.TB, m *Manager, room, identity string) (*Participant, *recSink, error) {
 	t.Helper()
 	s := &recSink{}
 	p, err := m.Join(JoinParams{Room: room, Identity: identity, Name: identity, Grants: Grants{Publish: true, Subscribe: true}, Sink: s})

@@ -773,6 +773,9 @@ func TestDataBadInput(t *testing.T) {
 			t.Errorf("%.60s: error %+v, want code %s", c.msg, errs[i], c.code)
 		}
 	}
+	if e := alice.dataErrors()[len(cases)-1]; e.Request != "chat" || e.ID != "x5" {
+		t.Errorf("too_large does not name the message it refuses: %+v", e)
+	}
 	// The channel is still usable, and bob saw none of it.
 	alice.say(chat("ok1", "still here"))
 	waitChat(t, bob, "ok1")

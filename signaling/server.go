@@ -208,7 +208,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 var (
 	namePattern     = regexp.MustCompile(`^[\p{L}\p{N}_.\- ]{1,64}$`)
-	identityPattern = regexp.MustCompile(`^[\p{Ll}\p{N}_.\-]{1,80}$`)
+	identityPattern = regexp.MustCompile(`^[\p{L}\p{N}_.\-]{1,80}$`)
 )
 
 // DevTokenHandler mints tokens for anyone, in development mode only:
@@ -240,7 +240,7 @@ func (s *Server) DevTokenHandler() http.Handler {
 		if identity == "" {
 			identity = strings.ToLower(strings.ReplaceAll(name, " ", "-")) + "-" + randomSuffix()
 		} else if !identityPattern.MatchString(identity) {
-			http.Error(w, "identity: 1-80 lower-case letters, digits, '.', '_' or '-'", http.StatusBadRequest)
+			http.Error(w, "identity: 1-80 letters, digits, '.', '_' or '-'", http.StatusBadRequest)
 			return
 		}
 		tok, err := MintToken(s.devKey, s.cfg.Keys[s.devKey], TokenSpec{
