@@ -11,7 +11,7 @@ TEST_DEPS := chromium:chromium redis-server:redis-server turnutils_uclient:cotur
 	docker-compose:docker-compose ip:iproute2 unshare:util-linux
 
 # The steps of `make test`, in order.
-TEST_STEPS := deps lint compile gotest fuzz compose
+TEST_STEPS := deps lint compile gotest fuzz benchcheck compose
 
 FUZZTIME ?= 10s
 GOTEST_TIMEOUT ?= 15m
@@ -103,5 +103,17 @@ compose:
 	docker-compose -f docker-compose.yml config -q
 	@echo "docker-compose.yml is valid"
 
+# The benchmarks quoted in README.md (Performance). DataRoom100 runs a
+# server process and 100 pion participants, in the loopback-only namespace.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./sfu/
+	$(GO) test -run '^$$' -bench 'ChatFanout100' -benchtime 20000x ./rooms/
+	.ci/netns $(GO) test -run '^$$' -bench 'DataRoom100' -benchtime 3000x ./signaling/
+
+# Every benchmark once, briefly, so that none rots (figures come from
+# make bench, not from here).
+benchcheck:
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	if ! .ci/netns $(GO) test -run '^$$' -bench . -benchtime 10x ./... >"$$log" 2>&1; then \
+		cat "$$log"; echo "a benchmark failed"; exit 1; \
+	fi; echo "every benchmark ran (10 iterations each)"

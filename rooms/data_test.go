@@ -206,3 +206,50 @@ func BenchmarkChatFanout100(b *testing.B) {
 		b.Fatalf("last message %q: %v", *ports[1].last.Load(), err)
 	}
 }
+
+// FuzzDataMessage feeds arbitrary client messages to a participant's data
+// channel handler: it must never panic, must answer a message that is not
+// JSON with an error, and must keep the room's state consistent (every
+// roster entry, with its metadata, still encodes as JSON).
+func FuzzDataMessage(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"chat","id":"a1","text":"hi"}`, `{"type":"chat","id":"a2","text":"psst","to":"bob"}`,
+		`{"type":"presence","hand":true,"typing":true,"metadata":{"k":[1,2]}}`, `{"type":"presence","metadata":null,"away":false}`,
+		`{"type":"data","topic":"t","payload":{"x":1},"to":["bob","bob"]}`, `{"type":"pointer","track_sid":"TR_x","x":0.5,"y":1}`,
+		`{"type":"heartbeat"}`, `not json`, `{"type":"chat","id":"a1","text":"x","to":["x"]}`, `{}`, `[]`, `null`,
+	} {
+		f.Add(false, []byte(s))
+		f.Add(true, []byte(s))
+	}
+	m := newManager(f, Config{NegotiationTimeout: time.Hour, Data: DataConfig{RateLimit: 64, RateWindow: time.Nanosecond,
+		LossyRateLimit: 64, MaxMessageBytes: 2048, MaxMetadataBytes: 256, History: 16}})
+	alice, err := m.Join(JoinParams{Room: "fuzz", Identity: "alice", Grants: Grants{Data: true}, Sink: &recSink{}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	bob, err := m.Join(JoinParams{Room: "fuzz", Identity: "bob", Grants: Grants{Data: true}, Sink: &recSink{}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ap, bp := &countPort{}, &countPort{}
+	alice.attachData(ap)
+	bob.attachData(bp)
+	r := m.Room("fuzz")
+	f.Fuzz(func(t *testing.T, lossy bool, msg []byte) {
+		alice.lossyErrAt = time.Time{} // every lossy error is reported
+		before := len(alice.dq) + int(ap.sent.Load())
+		alice.handleData(lossy, msg)
+		var head struct{ Type string }
+		if json.Unmarshal(msg, &head) != nil && len(msg) <= 2048 {
+			// Not JSON: exactly one error for the sender.
+			waitUntil(t, func() bool { return len(alice.dq)+int(ap.sent.Load()) >= before+1 })
+		}
+		r.dmu.Lock()
+		defer r.dmu.Unlock()
+		for _, e := range r.presence {
+			if _, err := json.Marshal(e.Presence); err != nil {
+				t.Fatalf("presence of %s no longer encodes: %v", e.Identity, err)
+			}
+		}
+	})
+}

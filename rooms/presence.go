@@ -84,7 +84,10 @@ func (r *Room) presenceLeaveLocked(p *Participant, reason string, now time.Time)
 	switch reason {
 	case "duplicate_identity":
 		return // the new session takes the entry over
-	case "left", "removed", "server_shutdown":
+	case "server_shutdown":
+		delete(r.presence, p.identity) // everybody is leaving: nobody to tell
+		return
+	case "left", "removed":
 		delete(r.presence, p.identity)
 		r.broadcastLocked(encode(presenceLeftMsg{Type: "presence_left", Identity: e.Identity, SID: e.SID}), nil)
 		return
