@@ -263,6 +263,7 @@ func (p *Participant) handleData(lossy bool, raw []byte) {
 	now := time.Now()
 	var head dataHead
 	err := r.dataMessage(p, lossy, raw, &head, now)
+	r.mgr.countData(head.Type)
 	if err == nil {
 		return
 	}
@@ -318,6 +319,29 @@ func (r *Room) dataMessage(p *Participant, lossy bool, raw []byte, head *dataHea
 	return refuse(DataUnknownType, "unknown message type %q", head.Type)
 }
 
+// dataTypes are the data message types counted for metrics; anything else
+// counts as "other".
+var dataTypes = [...]string{"chat", "presence", "data", "pointer", "heartbeat", "other"}
+
+func (m *Manager) countData(typ string) {
+	for i, t := range dataTypes[:len(dataTypes)-1] {
+		if t == typ {
+			m.dataCounts[i].Add(1)
+			return
+		}
+	}
+	m.dataCounts[len(dataTypes)-1].Add(1)
+}
+
+// DataStats counts the data channel messages handled, by type.
+func (m *Manager) DataStats() map[string]uint64 {
+	out := make(map[string]uint64, len(dataTypes))
+	for i, t := range dataTypes {
+		out[t] = m.dataCounts[i].Load()
+	}
+	return out
+}
+
 func (p *Participant) limiter(lossy bool) *window {
 	if lossy {
 		return p.lossyLimit
@@ -341,7 +365,7 @@ func (r *Room) touch(p *Participant, now time.Time) {
 }
 
 func needData(p *Participant) error {
-	if !p.grants.Data {
+	if !p.Grants().Data {
 		return refuse(DataPermissionDenied, "the token has no data grant")
 	}
 	return nil
@@ -368,7 +392,7 @@ func (r *Room) chatIn(p *Participant, raw []byte, now time.Time) error {
 	if strings.TrimSpace(in.Text) == "" {
 		return refuse(DataBadRequest, "text is empty")
 	}
-	msg := ChatMessage{Type: "chat", ID: in.ID, From: p.identity, FromName: p.name, FromSID: p.sid, To: in.To, Text: in.Text, TS: now.UnixMilli()}
+	msg := ChatMessage{Type: "chat", ID: in.ID, From: p.identity, FromName: p.Name(), FromSID: p.sid, To: in.To, Text: in.Text, TS: now.UnixMilli()}
 	r.dmu.Lock()
 	defer r.dmu.Unlock()
 	var target *presence

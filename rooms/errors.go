@@ -13,4 +13,8 @@ var (
 	ErrBadTarget      = errors.New("rooms: target must be publisher or subscriber")
 	ErrBadConfig      = errors.New("rooms: bad config")
 	ErrBadDescription = errors.New("rooms: bad session description")
+	ErrDraining       = errors.New("rooms: the server is draining and takes no new participants")
+	ErrNoRoom         = errors.New("rooms: no such room")
+	ErrNoParticipant  = errors.New("rooms: no such participant in the room")
+	ErrRoomExists     = errors.New("rooms: the room exists already")
 )

@@ -41,8 +41,14 @@ type (
 	}
 	// Closed ends the session from the server side.
 	Closed struct {
-		Reason string // server_shutdown, duplicate_identity, removed, negotiation_failed
+		Reason string // server_shutdown, duplicate_identity, removed, room_closed, ...
 		Err    error
+	}
+	// ParticipantUpdated tells a participant that an administrator changed
+	// its name, metadata or grants.
+	ParticipantUpdated struct {
+		Participant ParticipantInfo
+		Grants      Grants
 	}
 )
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-rtc/parley/sfu"
@@ -20,6 +21,9 @@ type Config struct {
 	MaxTracksPerParticipant int           // default 8
 	NegotiationTimeout      time.Duration // unanswered subscriber offer; default 20s
 	Data                    DataConfig    // presence, chat and data messages
+	// Events, when set, receives every room event (roomevents.go). It is
+	// called with room locks held: it must return at once.
+	Events func(Event)
 }
 
 // DataConfig limits what travels on the data channels (docs/protocol.md).
@@ -119,10 +123,14 @@ type Manager struct {
 	engine *sfu.Engine
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	rooms  map[string]*Room
-	chats  map[string]*chatLog // by room name; outlive their room for a while
-	closed bool
+	mu       sync.Mutex
+	rooms    map[string]*Room
+	chats    map[string]*chatLog // by room name; outlive their room for a while
+	closed   bool
+	draining bool
+	changed  chan struct{} // closed and renewed whenever a room goes
+
+	dataCounts [len(dataTypes)]atomic.Uint64 // data messages handled, by type
 }
 
 // NewManager makes a manager; engine provides the peer connections.
@@ -131,7 +139,8 @@ func NewManager(cfg Config, engine *sfu.Engine, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, engine: engine, log: log, rooms: map[string]*Room{}, chats: map[string]*chatLog{}}
+	return &Manager{cfg: cfg, engine: engine, log: log, rooms: map[string]*Room{}, chats: map[string]*chatLog{},
+		changed: make(chan struct{})}
 }
 
 // JoinParams describe a participant joining with a verified token.
@@ -152,9 +161,12 @@ func (m *Manager) Join(p JoinParams) (*Participant, error) {
 	}
 
 	m.mu.Lock()
-	if m.closed {
+	if m.closed || m.draining {
 		m.mu.Unlock()
 		part.closePeers()
+		if m.draining && !m.closed {
+			return nil, ErrDraining
+		}
 		return nil, ErrClosed
 	}
 	r, ok := m.rooms[p.Room]
@@ -164,14 +176,12 @@ func (m *Manager) Join(p JoinParams) (*Participant, error) {
 			part.closePeers()
 			return nil, ErrTooManyRooms
 		}
-		r = m.newRoomLocked(p.Room)
-		m.rooms[p.Room] = r
-		m.log.Info("room started", "room", p.Room)
+		r = m.newRoomLocked(p.Room, RoomOptions{})
 	}
 	part.room = r
 	// Lock order: manager, then room. Holding the manager lock keeps an
 	// emptied room from being deleted under us.
-	replaced, err := r.add(part, m.cfg.MaxParticipants)
+	replaced, err := r.add(part)
 	m.mu.Unlock()
 	if err != nil {
 		part.closePeers()
@@ -186,25 +196,57 @@ func (m *Manager) Join(p JoinParams) (*Participant, error) {
 	return part, nil
 }
 
+// dropIfEmpty closes a room nobody is in, at once or, for a room with an
+// empty timeout, once it has stayed empty that long.
 func (m *Manager) dropIfEmpty(r *Room) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r.mu.Lock()
-	empty := len(r.parts) == 0
-	r.mu.Unlock()
-	if empty && m.rooms[r.name] == r {
-		delete(m.rooms, r.name)
-		close(r.stop)
-		r.chat.mu.Lock()
-		r.chat.released = time.Now()
-		r.chat.mu.Unlock()
-		m.log.Info("room finished", "room", r.name)
-	}
+	m.dropIfEmptyLocked(r, time.Now())
 }
 
-// newRoomLocked makes a room, with the chat log its name had if it
-// emptied less than HistoryRetention ago.
-func (m *Manager) newRoomLocked(name string) *Room {
+func (m *Manager) dropIfEmptyLocked(r *Room, now time.Time) {
+	r.mu.Lock()
+	empty := len(r.parts) == 0
+	if empty && r.emptySince.IsZero() {
+		r.emptySince = now
+	}
+	since := r.emptySince
+	r.mu.Unlock()
+	if !empty || m.rooms[r.name] != r {
+		return
+	}
+	if wait := r.opts.EmptyTimeout - now.Sub(since); wait > 0 && !m.draining && !m.closed {
+		time.AfterFunc(wait, func() { m.dropIfEmpty(r) })
+		return
+	}
+	m.dropLocked(r)
+}
+
+// dropLocked closes a room (its participants must be gone or going).
+func (m *Manager) dropLocked(r *Room) {
+	if m.rooms[r.name] != r {
+		return
+	}
+	delete(m.rooms, r.name)
+	close(r.stop)
+	r.chat.mu.Lock()
+	r.chat.released = time.Now()
+	r.chat.mu.Unlock()
+	m.emit(Event{Type: EventRoomFinished, Room: r.name})
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.log.Info("room finished", "room", r.name)
+}
+
+// RoomOptions are a room's own limits.
+type RoomOptions struct {
+	MaxParticipants int           // 0: Config.MaxParticipants
+	EmptyTimeout    time.Duration // keep the room this long while nobody is in it; 0: close at once
+}
+
+// newRoomLocked makes and registers a room, with the chat log its name
+// had if it emptied less than HistoryRetention ago.
+func (m *Manager) newRoomLocked(name string, opts RoomOptions) *Room {
 	now := time.Now()
 	for n, l := range m.chats {
 		l.mu.Lock()
@@ -222,9 +264,15 @@ func (m *Manager) newRoomLocked(name string) *Room {
 	l.mu.Lock()
 	l.released = time.Time{}
 	l.mu.Unlock()
-	r := &Room{name: name, mgr: m, parts: map[string]*Participant{}, created: now,
+	if opts.MaxParticipants <= 0 {
+		opts.MaxParticipants = m.cfg.MaxParticipants
+	}
+	r := &Room{name: name, mgr: m, parts: map[string]*Participant{}, created: now, opts: opts, emptySince: now,
 		presence: map[string]*presence{}, screens: map[string]*Participant{}, chat: l, stop: make(chan struct{})}
+	m.rooms[name] = r
 	go r.janitor(janitorTick(&m.cfg.Data))
+	m.emit(Event{Type: EventRoomStarted, Room: name})
+	m.log.Info("room started", "room", name)
 	return r
 }
 

@@ -27,18 +27,19 @@ type published struct {
 // Participant is one session in a room. Its methods are called by the
 // signaling connection that owns it, one at a time.
 type Participant struct {
-	sid, identity, name string
-	grants              Grants
-	joinedAt            time.Time
-	maxTracks           int
-	room                *Room
-	sink                Sink
-	log                 *slog.Logger
+	sid, identity string
+	joinedAt      time.Time
+	maxTracks     int
+	room          *Room
+	sink          Sink
+	log           *slog.Logger
 
 	pub *sfu.Publisher
 	sub *sfu.Subscriber
 
 	mu     sync.Mutex
+	name   string                // may be changed by an administrator
+	grants Grants                // likewise
 	tracks map[string]*published // by sid
 	descs  map[string]TrackDesc  // by client track id, from the last offer
 	left   atomic.Bool
@@ -93,6 +94,20 @@ func (p *Participant) Room() string { return p.room.name }
 
 // Identity from the token.
 func (p *Participant) Identity() string { return p.identity }
+
+// Grants are what p may do now.
+func (p *Participant) Grants() Grants {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.grants
+}
+
+// Name is p's display name.
+func (p *Participant) Name() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.name
+}
 
 // Info is a snapshot for the wire.
 func (p *Participant) Info() ParticipantInfo {
@@ -185,6 +200,13 @@ func (p *Participant) onTrack(t *sfu.Track) {
 	}()
 }
 
+// trackInfo reads a track's info under p's lock (mute changes it).
+func (p *Participant) trackInfo(pt *published) TrackInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return pt.info
+}
+
 func (p *Participant) publishedTracks() []*published {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -209,7 +231,7 @@ func (p *Participant) takeTracks() []*published {
 // HandleOffer applies a publisher offer. descs describes every track the
 // offer sends; tracks published before and missing now are unpublished.
 func (p *Participant) HandleOffer(sdp string, descs []TrackDesc) error {
-	if !p.grants.Publish {
+	if !p.Grants().Publish {
 		return fmt.Errorf("%w: publish", ErrPermission)
 	}
 	if len(descs) > p.maxTracks {
@@ -255,19 +277,26 @@ func (p *Participant) AddCandidate(target string, c webrtc.ICECandidateInit) err
 
 // SetMuted mutes or unmutes one of p's tracks for everybody.
 func (p *Participant) SetMuted(sid string, muted bool) error {
+	_, err := p.setMuted(sid, muted)
+	return err
+}
+
+func (p *Participant) setMuted(sid string, muted bool) (TrackInfo, error) {
 	p.mu.Lock()
 	pt, ok := p.tracks[sid]
+	var info TrackInfo
 	if ok {
 		pt.info.Muted = muted
 		pt.t.SetMuted(muted)
+		info = pt.info
 	}
 	p.mu.Unlock()
 	if !ok {
-		return ErrUnknownTrack
+		return info, ErrUnknownTrack
 	}
-	p.room.broadcast(TrackMuted{ParticipantSID: p.sid, TrackSID: sid, Muted: muted})
+	p.room.trackMuted(p, info)
 	p.room.presenceMedia(p)
-	return nil
+	return info, nil
 }
 
 // Unpublish ends one of p's tracks.

@@ -60,7 +60,7 @@ func (r *Room) presenceJoinLocked(p *Participant, now time.Time) {
 		r.presence[p.identity] = e
 	}
 	e.part = p
-	e.SID, e.Identity, e.Name, e.JoinedAt = p.sid, p.identity, p.name, p.joinedAt.UnixMilli()
+	e.SID, e.Identity, e.Name, e.JoinedAt = p.sid, p.identity, p.Name(), p.joinedAt.UnixMilli()
 	e.lastSeen, e.offlineAt, e.away = now, time.Time{}, false
 	e.Typing, e.typingUntil = false, time.Time{}
 	e.Camera, e.Mic, e.Screen = false, false, false

@@ -10,9 +10,11 @@ type Room struct {
 	name    string
 	mgr     *Manager
 	created time.Time
+	opts    RoomOptions
 
-	mu    sync.Mutex // lock order: Room.mu, then Room.dmu, then Participant.mu
-	parts map[string]*Participant
+	mu         sync.Mutex // lock order: Room.mu, then Room.dmu, then Participant.mu
+	parts      map[string]*Participant
+	emptySince time.Time // when the room last became empty; zero while used
 
 	// Presence, chat and data (presence.go, data.go).
 	dmu      sync.Mutex
@@ -47,9 +49,10 @@ func streamID(owner *Participant, source string) string {
 // add puts p in the room, sends it Joined, tells the others and subscribes
 // p to every published track. It returns the older session of the same
 // identity, already removed from the room, for the caller to close.
-func (r *Room) add(p *Participant, max int) (*Participant, error) {
+func (r *Room) add(p *Participant) (*Participant, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	max := r.opts.MaxParticipants
 	var old *Participant
 	for _, x := range r.parts {
 		if x.identity == p.identity {
@@ -71,7 +74,9 @@ func (r *Room) add(p *Participant, max int) (*Participant, error) {
 		others = append(others, x.Info())
 	}
 	r.parts[p.sid] = p
-	p.sink.Send(Joined{Self: p.Info(), Others: others, Grants: p.grants})
+	r.emptySince = time.Time{}
+	r.mgr.emit(Event{Type: EventParticipantJoin, Room: r.name, Participant: p.eventInfo()})
+	p.sink.Send(Joined{Self: p.Info(), Others: others, Grants: p.Grants()})
 	// The first subscriber offer carries the data channels; it comes
 	// after Joined.
 	p.sub.Negotiate()
@@ -84,7 +89,7 @@ func (r *Room) add(p *Participant, max int) (*Participant, error) {
 			continue
 		}
 		x.sink.Send(ParticipantJoined{Participant: info})
-		if p.grants.Subscribe {
+		if p.Grants().Subscribe {
 			for _, pt := range x.publishedTracks() {
 				p.sub.AddTrack(pt.t, streamID(x, pt.info.Source))
 			}
@@ -101,11 +106,13 @@ func (r *Room) publish(p *Participant, pt *published) {
 		return
 	}
 	for _, x := range r.parts {
-		if x != p && x.grants.Subscribe {
+		if x != p && x.Grants().Subscribe {
 			x.sub.AddTrack(pt.t, streamID(p, pt.info.Source))
 		}
 		x.sink.Send(TrackPublished{ParticipantSID: p.sid, Track: pt.info})
 	}
+	info := pt.info
+	r.mgr.emit(Event{Type: EventTrackPublished, Room: r.name, Participant: p.eventInfo(), Track: &info})
 	r.presenceMedia(p)
 }
 
@@ -129,16 +136,18 @@ func (r *Room) unpublish(p *Participant, sid string) {
 		}
 		x.sink.Send(TrackUnpublished{ParticipantSID: p.sid, TrackSID: sid})
 	}
+	r.mgr.emit(Event{Type: EventTrackUnpublished, Room: r.name, Participant: p.eventInfo(), Track: &TrackInfo{SID: sid}})
 	r.presenceMedia(p)
 }
 
-// broadcast sends ev to everyone in the room.
-func (r *Room) broadcast(ev any) {
+// trackMuted tells everyone in the room that a track of p was (un)muted.
+func (r *Room) trackMuted(p *Participant, info TrackInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, x := range r.parts {
-		x.sink.Send(ev)
+		x.sink.Send(TrackMuted{ParticipantSID: p.sid, TrackSID: info.SID, Muted: info.Muted})
 	}
+	r.mgr.emit(Event{Type: EventTrackMuted, Room: r.name, Participant: p.eventInfo(), Track: &info})
 }
 
 // removeLocked takes p out of the room: its tracks end for everybody and
@@ -156,6 +165,11 @@ func (r *Room) removeLocked(p *Participant, reason string) {
 		}
 		x.sink.Send(ParticipantLeft{SID: p.sid, Identity: p.identity, Reason: reason})
 	}
+	who := p.eventInfo()
+	for _, pt := range tracks {
+		r.mgr.emit(Event{Type: EventTrackUnpublished, Room: r.name, Participant: who, Track: &TrackInfo{SID: pt.info.SID}})
+	}
+	r.mgr.emit(Event{Type: EventParticipantLeft, Room: r.name, Participant: who, Reason: reason})
 	for _, pt := range tracks {
 		pt.t.Close()
 	}

@@ -56,6 +56,8 @@ type DownTrack struct {
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 	drops   atomic.Uint64
+	nacks   atomic.Uint64
+	loss    atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -289,10 +291,22 @@ func (d *DownTrack) rtcpLoop(sender *webrtc.RTPSender) {
 			return
 		}
 		for _, p := range pkts {
-			switch p.(type) {
+			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				if t := d.src.Load(); t != nil {
 					t.RequestKeyframe()
+				}
+			case *rtcp.TransportLayerNack:
+				for _, pair := range p.Nacks {
+					d.nacks.Add(uint64(len(pair.PacketList())))
+				}
+			case *rtcp.ReceiverReport:
+				if b := d.bind.Load(); b != nil {
+					for _, r := range p.Reports {
+						if r.SSRC == uint32(b.ssrc) {
+							d.loss.Store(uint32(r.FractionLost) + 1)
+						}
+					}
 				}
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -62,6 +63,7 @@ type Engine struct {
 	mux    *ice.UDPMuxDefault
 	tcpL   net.Listener
 	tcpMux *ice.TCPMuxDefault
+	stats  engineStats
 }
 
 // NewEngine opens the media UDP port.
@@ -83,6 +85,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	_ = conn.SetReadBuffer(4 << 20)
 	_ = conn.SetWriteBuffer(4 << 20)
 	e := &Engine{cfg: cfg, log: log, conn: conn, mux: ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn})}
+	e.stats.init()
 	if cfg.TCPPort != 0 {
 		taddr := &net.TCPAddr{IP: addr.IP, Port: max(cfg.TCPPort, 0)}
 		l, err := net.ListenTCP("tcp", taddr)
@@ -117,13 +120,17 @@ func (e *Engine) Close() error {
 }
 
 // newPeerConnection builds a peer connection with its own media engine and
-// interceptor registry (NACK, RTCP reports, TWCC).
-func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
+// interceptor registry (NACK, RTCP reports, TWCC). wire, when set, counts
+// every RTP packet the connection sends.
+func (e *Engine) newPeerConnection(wire *atomic.Uint64) (*webrtc.PeerConnection, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
+	if wire != nil {
+		reg.Add(wireCounterFactory{n: wire}) // first: nearest the network
+	}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -130,7 +131,7 @@ type Publisher struct {
 
 // NewPublisher makes the publisher connection of one participant.
 func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, error) {
-	pc, err := e.newPeerConnection()
+	pc, err := e.newPeerConnection(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +146,8 @@ func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, erro
 		}
 		t := newTrack(remote.ID(), remote.Kind(), remote.Codec().RTPCodecCapability, pli, log)
 		t.remote = remote
+		t.stats = &e.stats
+		e.stats.addTrack(t)
 		if ev.Track != nil {
 			ev.Track(t)
 		} else {
@@ -186,6 +189,8 @@ func (p *Publisher) Close() error { return p.pc.GracefulClose() }
 // participants' tracks; the server offers, the client answers. Only one
 // offer is outstanding at a time; changes made meanwhile are sent in the next.
 type Subscriber struct {
+	stats   *engineStats
+	wire    *atomic.Uint64
 	pc      *webrtc.PeerConnection
 	ev      PeerEvents
 	log     *slog.Logger
@@ -209,11 +214,13 @@ type Subscriber struct {
 // NewSubscriber makes the subscriber connection of one participant. An offer
 // not answered within timeout fails the connection (ev.Failed).
 func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.Logger) (*Subscriber, error) {
-	pc, err := e.newPeerConnection()
+	wire := &atomic.Uint64{}
+	pc, err := e.newPeerConnection(wire)
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout,
+	e.stats.addWire(wire)
+	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout, stats: &e.stats, wire: wire,
 		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{}}
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
@@ -311,6 +318,7 @@ func (s *Subscriber) addLocked(t *Track, streamID string) bool {
 	}
 	s.downs[t.SID()] = d
 	s.senders[t.SID()] = tr.Sender()
+	s.stats.addDown(d)
 	d.Run(tr.Sender())
 	return true
 }
@@ -321,6 +329,7 @@ func (s *Subscriber) removeLocked(sid string) bool {
 		return false
 	}
 	d.Close()
+	s.stats.endDown(d)
 	delete(s.downs, sid)
 	if sender := s.senders[sid]; sender != nil {
 		_ = s.pc.RemoveTrack(sender)
@@ -414,8 +423,11 @@ func (s *Subscriber) Close() error {
 	}
 	for sid, d := range s.downs {
 		d.Close()
+		s.stats.endDown(d)
 		delete(s.downs, sid)
 	}
 	s.mu.Unlock()
-	return s.pc.GracefulClose()
+	err := s.pc.GracefulClose()
+	s.stats.endWire(s.wire)
+	return err
 }

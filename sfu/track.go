@@ -42,6 +42,8 @@ type Track struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
+	plis    atomic.Uint64
+	stats   *engineStats // nil in unit tests
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -71,6 +73,9 @@ func (t *Track) Done() <-chan struct{} { return t.done }
 
 // Packets and Bytes count what the track received.
 func (t *Track) Packets() uint64 { return t.packets.Load() }
+
+// Subscribers counts the DownTracks fed by t.
+func (t *Track) Subscribers() int { return len(*t.downs.Load()) }
 
 // Bytes counts received RTP bytes.
 func (t *Track) Bytes() uint64 { return t.bytes.Load() }
@@ -108,7 +113,12 @@ func (t *Track) Muted() bool { return t.muted.Load() }
 
 // Close ends the track: every DownTrack stops receiving from it.
 func (t *Track) Close() {
-	t.closeOnce.Do(func() { close(t.done) })
+	t.closeOnce.Do(func() {
+		close(t.done)
+		if t.stats != nil {
+			t.stats.endTrack(t)
+		}
+	})
 }
 
 func (t *Track) readLoop() {
@@ -184,6 +194,7 @@ func (t *Track) RequestKeyframe() {
 	wait := time.Duration(last + int64(keyframeInterval) - now)
 	if wait <= 0 {
 		if t.lastPLI.CompareAndSwap(last, now) {
+			t.plis.Add(1)
 			t.sendPLI()
 		}
 		return
@@ -197,6 +208,7 @@ func (t *Track) RequestKeyframe() {
 			default:
 			}
 			t.lastPLI.Store(time.Now().UnixNano())
+			t.plis.Add(1)
 			t.sendPLI()
 		})
 	}

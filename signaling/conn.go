@@ -180,6 +180,7 @@ func (c *conn) send(typ string, payload any) {
 }
 
 func (c *conn) sendError(code, msg string) {
+	c.s.countError(code)
 	c.send(TypeError, Error{Code: code, Message: msg})
 }
 
@@ -235,6 +236,7 @@ func (c *conn) bad(req, code, msg string) {
 		c.log.Info("bad message from client", "request", req, "code", code, "msg", msg)
 	}
 	c.badLogs++
+	c.s.countError(code)
 	c.send(TypeError, Error{Code: code, Message: msg, Request: req})
 }
 
@@ -374,6 +376,8 @@ func errorCode(err error) string {
 		return CodeTooManyRooms
 	case errors.Is(err, rooms.ErrClosed):
 		return CodeShuttingDown
+	case errors.Is(err, rooms.ErrDraining):
+		return CodeDraining
 	case errors.Is(err, ErrTokenExpired):
 		return CodeTokenExpired
 	case errors.Is(err, ErrInvalidToken):
@@ -448,6 +452,8 @@ func (c *conn) deliver(ev any) {
 		c.send(TypeTrackUnpub, TrackUnpublished{ParticipantSID: e.ParticipantSID, TrackSID: e.TrackSID})
 	case rooms.TrackMuted:
 		c.send(TypeTrackMuted, TrackMuted{ParticipantSID: e.ParticipantSID, TrackSID: e.TrackSID, Muted: e.Muted})
+	case rooms.ParticipantUpdated:
+		c.send(TypePartUpdated, ParticipantUpdated{Participant: e.Participant, Grants: e.Grants})
 	case rooms.Answer:
 		c.send(TypeAnswer, Answer{SDP: e.SDP})
 	case rooms.Offer:
@@ -460,7 +466,7 @@ func (c *conn) deliver(ev any) {
 		c.send(TypeCandidate, Candidate{Target: e.Target, Candidate: &raw})
 	case rooms.Closed:
 		switch e.Reason {
-		case "duplicate_identity", "server_shutdown", "removed":
+		case "duplicate_identity", "server_shutdown", "removed", "room_closed":
 			c.send(TypeLeave, Leave{Reason: e.Reason})
 		default:
 			code := CodeInternal

@@ -26,5 +26,6 @@ const (
 	CodeNegotiationTimeout  = "negotiation_timeout"
 	CodeShuttingDown        = "shutting_down"
 	CodeSlowClient          = "slow_client"
+	CodeDraining            = "draining"
 	CodeInternal            = "internal"
 )

@@ -29,6 +29,7 @@ const (
 	TypeTrackPub    = "track_published"
 	TypeTrackUnpub  = "track_unpublished"
 	TypeTrackMuted  = "track_muted"
+	TypePartUpdated = "participant_updated"
 	TypeError       = "error"
 	TargetPublisher = "publisher"
 	TargetSubscrib  = "subscriber"
@@ -145,6 +146,13 @@ type TrackMuted struct {
 	ParticipantSID string `json:"participant_sid"`
 	TrackSID       string `json:"track_sid"`
 	Muted          bool   `json:"muted"`
+}
+
+// ParticipantUpdated tells a participant that an administrator changed its
+// name, metadata or grants.
+type ParticipantUpdated struct {
+	Participant rooms.ParticipantInfo `json:"participant"`
+	Grants      rooms.Grants          `json:"grants"`
 }
 
 // Error reports a problem. Code is stable; Message is for humans.

@@ -87,10 +87,11 @@ type Server struct {
 	devKey   string
 	upgrader websocket.Upgrader
 
-	mu      sync.Mutex
-	conns   map[*conn]struct{}
-	closing bool
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	errCount errorCounts
+	closing  bool
+	wg       sync.WaitGroup
 }
 
 // NewServer makes a signaling server for mgr's rooms.

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/parley-rtc/parley/events"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
 	"github.com/parley-rtc/parley/signaling"
@@ -86,12 +87,20 @@ type Config struct {
 		TotalQuota    int           `yaml:"total_quota" usage:"allocations the server holds"`
 		ExternalURLs  []string      `yaml:"external_urls" usage:"use an external TURN server (coturn use-auth-secret with secret) instead, e.g. turn:turn.example.com:3478"`
 	} `yaml:"turn"`
+	Metrics struct {
+		Listen string `yaml:"listen" usage:"address of the Prometheus endpoint /metrics (empty = off)"`
+	} `yaml:"metrics"`
+	Webhooks struct {
+		URLs  []string `yaml:"urls" usage:"URLs that receive every room event as a signed POST"`
+		Queue int      `yaml:"queue" usage:"events waiting per webhook URL; the oldest is dropped beyond"`
+	} `yaml:"webhooks"`
 	Keys map[string]string `yaml:"keys" usage:"API key -> secret (at least 32 characters); empty = development mode"`
 	Log  struct {
 		Level  string `yaml:"level" usage:"debug, info, warn or error"`
 		Format string `yaml:"format" usage:"text or json"`
 	} `yaml:"log"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" usage:"how long a graceful shutdown may take"`
+	DrainTimeout    time.Duration `yaml:"drain_timeout" usage:"on SIGTERM, wait this long for rooms to empty before shutting down"`
 }
 
 // defaults are what Parley runs with when nothing is configured.
@@ -130,6 +139,9 @@ func defaults() Config {
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	c.ShutdownTimeout = 10 * time.Second
+	c.DrainTimeout = 10 * time.Minute
+	c.Metrics.Listen = "127.0.0.1:7889"
+	c.Webhooks.Queue = 1000
 	return c
 }
 
@@ -433,6 +445,11 @@ func (c *Config) signalingConfig() signaling.Config {
 		NegotiationTimeout: c.Signaling.NegotiationTimeout, AllowedOrigins: c.Signaling.AllowedOrigins, Keys: c.Keys}
 }
 
+// webhookConfig leaves the signing key to serve, which knows the keys.
+func (c *Config) webhookConfig() events.WebhookConfig {
+	return events.WebhookConfig{URLs: c.Webhooks.URLs, Queue: c.Webhooks.Queue}
+}
+
 func (c *Config) turnConfig() turn.Config {
 	t := c.TURN
 	return turn.Config{Enabled: t.Enabled, Realm: "parley", Host: t.Host, PublicIP: t.PublicIP, ListenIP: t.ListenIP,
@@ -482,7 +499,8 @@ func (c *Config) Validate() error {
 		{"turn.credential_ttl", c.TURN.CredentialTTL}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"data.history_retention", c.Data.HistoryRetention}, {"data.rate_window", c.Data.RateWindow},
 		{"data.typing_timeout", c.Data.TypingTimeout}, {"data.away_after", c.Data.AwayAfter},
-		{"data.offline_grace", c.Data.OfflineGrace}, {"data.stall_timeout", c.Data.StallTimeout}} {
+		{"data.offline_grace", c.Data.OfflineGrace}, {"data.stall_timeout", c.Data.StallTimeout},
+		{"drain_timeout", c.DrainTimeout}} {
 		if kv.d <= 0 {
 			return fmt.Errorf("%w: %s: %s must be positive", errConfig, kv.key, kv.d)
 		}
@@ -502,6 +520,16 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("%w: log.format: %q is not text or json", errConfig, c.Log.Format)
+	}
+	if c.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return fmt.Errorf("%w: metrics.listen: %q is not host:port (e.g. 127.0.0.1:7889; empty switches metrics off)", errConfig, c.Metrics.Listen)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return fmt.Errorf("%w: metrics.listen: %q has no valid port (1-65535)", errConfig, c.Metrics.Listen)
+		}
+	}
+	if wc := c.webhookConfig(); wc.Validate() != nil {
+		return fmt.Errorf("%w: %v", errConfig, wc.Validate())
 	}
 	if c.TURN.Enabled && len(c.TURN.ExternalURLs) > 0 {
 		return fmt.Errorf("%w: turn.external_urls replaces the embedded TURN server: set it or turn.enabled, not both", errConfig)

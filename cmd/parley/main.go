@@ -3,6 +3,9 @@
 //
 //	parley [serve] [--config parley.yaml] [--section.key value ...]
 //	parley token --room R --identity I [--name N] [--ttl 1h]
+//	parley token --admin
+//	parley rooms list|show|create|close ...
+//	parley participants remove|mute|update ...
 //	parley version
 package main
 
@@ -18,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/signaling"
 )
 
@@ -43,23 +45,45 @@ func realMain(args []string, env func(string) string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stderr, "parley: %v\n", err)
 			return 2
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		if err := run(ctx, cfg, newLogger(cfg), nil); err != nil {
+		// SIGTERM drains (docs/api.md, "Draining"); SIGINT, or a second
+		// signal, shuts down at once.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		drain := make(chan struct{})
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		go func() {
+			draining := false
+			for s := range sigs {
+				if s == syscall.SIGTERM && !draining {
+					draining = true
+					close(drain)
+					continue
+				}
+				cancel()
+				return
+			}
+		}()
+		if err := run(ctx, cfg, newLogger(cfg), nil, drain); err != nil {
 			fmt.Fprintf(stderr, "parley: %v\n", err)
 			return 1
 		}
 		return 0
 	case "token":
 		return tokenCmd(args, env, stdout, stderr)
+	case "rooms", "participants":
+		return adminCmd(cmd, args, env, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "parley", version)
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: parley [serve] [flags] | parley token --room R --identity I | parley version\nparley serve --help lists every setting.")
+		fmt.Fprintln(stdout, "usage: parley [serve] [flags] | parley token --room R --identity I | parley token --admin\n"+
+			"       parley rooms list|show|create|close ... | parley participants remove|mute|update ... | parley version\n"+
+			"parley serve --help lists every setting; parley rooms --help the admin commands.")
 		return 0
 	}
-	fmt.Fprintf(stderr, "parley: unknown command %q (serve, token, version)\n", cmd)
+	fmt.Fprintf(stderr, "parley: unknown command %q (serve, token, rooms, participants, version)\n", cmd)
 	return 2
 }
 
@@ -71,6 +95,7 @@ func tokenCmd(args []string, env func(string) string, stdout, stderr io.Writer) 
 	name := fs.String("name", "", "display name")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	grants := fs.String("grants", "publish,subscribe,data", "comma-separated: publish, subscribe, data, admin")
+	adminTok := fs.Bool("admin", false, "an admin token for the admin API (docs/api.md): --room '*' --identity admin --grants admin unless given")
 	key := fs.String("key", env("PARLEY_API_KEY"), "API key (env PARLEY_API_KEY; default: the first key, alphabetically, of --config or PARLEY_KEYS)")
 	secret := fs.String("secret", env("PARLEY_API_SECRET"), "API secret (env PARLEY_API_SECRET)")
 	configPath := fs.String("config", env("PARLEY_CONFIG"), "config file to take the key from")
@@ -80,8 +105,21 @@ func tokenCmd(args []string, env func(string) string, stdout, stderr io.Writer) 
 		}
 		return 2
 	}
+	if *adminTok {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["room"] {
+			*room = "*"
+		}
+		if !set["identity"] {
+			*identity = "admin"
+		}
+		if !set["grants"] {
+			*grants = "admin"
+		}
+	}
 	if *room == "" || *identity == "" {
-		fmt.Fprintln(stderr, "parley token: --room and --identity are required")
+		fmt.Fprintln(stderr, "parley token: --room and --identity are required (or --admin)")
 		return 2
 	}
 	if *key == "" || *secret == "" {
@@ -101,22 +139,10 @@ func tokenCmd(args []string, env func(string) string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "parley token: --ttl %s must be positive\n", *ttl)
 		return 2
 	}
-	var g rooms.Grants
-	for _, s := range strings.Split(*grants, ",") {
-		switch strings.TrimSpace(s) {
-		case "publish":
-			g.Publish = true
-		case "subscribe":
-			g.Subscribe = true
-		case "data":
-			g.Data = true
-		case "admin":
-			g.Admin = true
-		case "":
-		default:
-			fmt.Fprintf(stderr, "parley token: unknown grant %q (publish, subscribe, data, admin)\n", s)
-			return 2
-		}
+	g, err := parseGrants(*grants)
+	if err != nil {
+		fmt.Fprintf(stderr, "parley token: %v\n", err)
+		return 2
 	}
 	tok, err := signaling.MintToken(*key, *secret, signaling.TokenSpec{Room: *room, Identity: *identity, Name: *name, Grants: g, TTL: *ttl})
 	if err != nil {

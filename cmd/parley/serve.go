@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-rtc/parley/admin"
+	"github.com/parley-rtc/parley/events"
+	"github.com/parley-rtc/parley/metrics"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
 	"github.com/parley-rtc/parley/signaling"
@@ -22,14 +25,18 @@ import (
 // Addrs are where a started server listens.
 type Addrs struct {
 	HTTP, UDP, TCP net.Addr
+	Metrics        net.Addr // nil when metrics are off
 	TURN           *turn.Server
 }
 
 // run starts every part of the server and blocks until ctx is done, then
 // shuts down gracefully within cfg.ShutdownTimeout: participants are told
 // (leave, reason server_shutdown), then the HTTP server, the rooms, TURN and
-// the media ports close. ready, when set, is called once it listens.
-func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) error {
+// the media ports close. ready, when set, is called once it listens. When
+// drain closes first (SIGTERM), the server drains: it takes no new
+// participants, /readyz fails, and it waits up to cfg.DrainTimeout (or
+// ctx) for the rooms to empty before shutting down.
+func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), drain <-chan struct{}) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -75,19 +82,59 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 		}
 	}
 
-	mgr := rooms.NewManager(cfg.roomsConfig(), engine, log.With("part", "rooms"))
+	bus := events.NewBus(0)
+	rcfg := cfg.roomsConfig()
+	rcfg.Events = bus.Publish
+	mgr := rooms.NewManager(rcfg, engine, log.With("part", "rooms"))
 	closers = append(closers, mgr.Close)
 	sig, err := signaling.NewServer(scfg, mgr, log.With("part", "signaling"))
 	if err != nil {
 		return err
 	}
+	var hooks *events.Webhooks
+	if len(cfg.Webhooks.URLs) > 0 {
+		wc := cfg.webhookConfig()
+		wc.Key, wc.Secret = sig.SigningKey()
+		if hooks, err = events.NewWebhooks(wc, log.With("part", "webhooks")); err != nil {
+			return err
+		}
+		bus.OnEvent(hooks.Enqueue)
+		closers = append(closers, hooks.Close)
+	}
+	api := admin.New(admin.Config{Rooms: mgr, Bus: bus, Tokens: sig, Log: log.With("part", "admin"), Totals: func() admin.Totals {
+		rs, es := mgr.Stats(), engine.Stats()
+		return admin.Totals{Rooms: rs.Rooms, Participants: rs.Participants, PublishedTracks: rs.PublishedTracks,
+			SubscribedTracks: rs.SubscribedTracks, PacketsIn: es.PacketsIn, PacketsOut: es.PacketsOut, BytesIn: es.BytesIn, BytesOut: es.BytesOut}
+	}})
 
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
 	mux.Handle("/rtc", sig)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if mgr.Draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
 	if sig.DevMode() {
 		mux.Handle("/api/dev-token", sig.DevTokenHandler())
+	}
+	api.Register(mux)
+
+	var metricsAddr net.Addr
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen %s: %w (is another server using the port? empty switches metrics off)", cfg.Metrics.Listen, err)
+		}
+		metricsAddr = mln.Addr()
+		mmux := http.NewServeMux()
+		mmux.Handle("/metrics", metrics.Handler(metrics.Sources{Rooms: mgr, Engine: engine, Signaling: sig, TURN: ts, Webhooks: hooks}))
+		ms := &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ms.Serve(mln) }()
+		closers = append(closers, func() { _ = ms.Close() })
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -113,16 +160,32 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 	if a := engine.TCPAddr(); a != nil {
 		iceTCP = a.String()
 	}
+	metricsAt := "off"
+	if metricsAddr != nil {
+		metricsAt = metricsAddr.String()
+	}
 	log.Info("listening", "http", ln.Addr().String(), "media_udp", engine.UDPAddr().String(), "ice_tcp", iceTCP,
-		"dev_mode", sig.DevMode())
-	fmt.Fprintf(os.Stderr, "\n  Parley is running: open %s in two browser tabs\n\n", openURL(cfg, ln.Addr()))
+		"metrics", metricsAt, "dev_mode", sig.DevMode())
+	page := openURL(cfg, ln.Addr())
+	fmt.Fprintf(os.Stderr, "\n  Parley is running: open %s in two browser tabs\n  Dashboard: %s\n\n", page,
+		strings.Replace(page, "/?room=demo", "/dashboard.html", 1))
 	if ready != nil {
-		ready(Addrs{HTTP: ln.Addr(), UDP: engine.UDPAddr(), TCP: engine.TCPAddr(), TURN: ts})
+		ready(Addrs{HTTP: ln.Addr(), UDP: engine.UDPAddr(), TCP: engine.TCPAddr(), Metrics: metricsAddr, TURN: ts})
 	}
 
 	var serveErr error
 	select {
 	case <-ctx.Done():
+	case <-drain:
+		log.Info("draining: no new participants; waiting for the rooms to empty", "timeout", cfg.DrainTimeout)
+		mgr.Drain()
+		dctx, cancel := context.WithTimeout(ctx, cfg.DrainTimeout)
+		if err := mgr.WaitEmpty(dctx); err != nil {
+			log.Info("draining ended before the rooms emptied", "why", context.Cause(dctx), "rooms", len(mgr.Rooms()))
+		} else {
+			log.Info("drained: every room is empty")
+		}
+		cancel()
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
 			serveErr = fmt.Errorf("http server: %w", err)
@@ -136,6 +199,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		api.Close() // event streams end, so the HTTP shutdown need not wait for them
 		if err := sig.Shutdown(sctx); err != nil {
 			log.Warn("signaling shutdown", "err", err)
 		}

@@ -27,6 +27,7 @@ func testConfig(overrides ...func(*Config)) Config {
 	cfg.RTC.TCPPort = -1
 	cfg.RTC.ListenIP = "127.0.0.1"
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.Metrics.Listen = "127.0.0.1:0"
 	for _, o := range overrides {
 		o(&cfg)
 	}
@@ -52,7 +53,7 @@ func launch(t testing.TB, overrides ...func(*Config)) (baseURL string, a Addrs, 
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, testLogger(), func(a Addrs) { ready <- a }) }()
+	go func() { done <- run(ctx, cfg, testLogger(), func(a Addrs) { ready <- a }, nil) }()
 	select {
 	case a = <-ready:
 	case err := <-done:
@@ -188,7 +189,7 @@ func TestStartFailsCleanly(t *testing.T) {
 		_, p, _ := net.SplitHostPort(udpAddr)
 		fmt.Sscan(p, &c.RTC.UDPPort)
 	})
-	err = run(context.Background(), cfg, testLogger(), func(Addrs) { t.Error("ready called") })
+	err = run(context.Background(), cfg, testLogger(), func(Addrs) { t.Error("ready called") }, nil)
 	if err == nil || !strings.Contains(err.Error(), "http.listen") {
 		t.Fatalf("run: %v, want an error naming http.listen", err)
 	}
@@ -200,7 +201,7 @@ func TestStartFailsCleanly(t *testing.T) {
 
 	// A bad config never gets as far as opening a port.
 	bad := testConfig(func(c *Config) { c.Rooms.MaxRooms = -1 })
-	if err := run(context.Background(), bad, testLogger(), nil); err == nil || !strings.Contains(err.Error(), "rooms.max_rooms") {
+	if err := run(context.Background(), bad, testLogger(), nil, nil); err == nil || !strings.Contains(err.Error(), "rooms.max_rooms") {
 		t.Fatalf("run with a bad config: %v", err)
 	}
 }

@@ -77,6 +77,21 @@ const host = {
   dataOpen: () => chat.render(),
   data: (s, msg) => { if (s === app.session) onData(msg); },
   dataClosed: () => chat.render(),
+  updated: (s) => {
+    if (s !== app.session) return;
+    updateControls();
+    ui.showMessage('An administrator changed what you may do in this room.', 'info');
+  },
+  // An administrator muted our camera or microphone: the buttons follow.
+  // Nobody unmutes us remotely: an unmute of a track we muted ourselves is
+  // answered by muting it again. The state we set ourselves comes back
+  // too, and is a no-op then.
+  ownMuted: (source, muted) => {
+    const kind = source === 'camera' ? 'video' : source === 'microphone' ? 'audio' : '';
+    const track = kind && localTrack(kind);
+    if (track && track.enabled && muted) setMuted(kind, true);
+    else if (track && !track.enabled && !muted) setMuted(kind, true);
+  },
 };
 
 // onJoined shows our own tile and publishes our media.

@@ -24,6 +24,7 @@ const ERRORS = {
   negotiation_timeout: 'Setting up the media connection took too long.',
   shutting_down: 'The server is shutting down. Try again in a moment.',
   slow_client: 'This page did not keep up with the messages of the room.',
+  draining: 'The server is restarting and takes no new participants. Trying again.',
   internal: 'The server had a problem.',
 };
 // Errors after which joining again with the same token cannot work.
@@ -36,6 +37,7 @@ const LEAVE_REASONS = {
   server_shutdown: 'The server is shutting down.',
   duplicate_identity: 'You joined this room from another tab or device.',
   removed: 'You were removed from the room.',
+  room_closed: 'The room was closed.',
 };
 
 const ANSWER_TIMEOUT_MS = 15000;
@@ -57,6 +59,8 @@ function msidTracks(sdp) {
 // Session tells its host (the page) what happens:
 //   host.joined(session)       the server accepted us; the connections exist
 //   host.changed()             a connection changed state
+//   host.updated(session)      an administrator changed our grants or name
+//   host.ownMuted(source, muted) the server says one of our tracks is (un)muted
 //   host.closed(session, ev)   the socket closed ({code, reason})
 //   host.dataOpen(session)     the "parley" data channel opened
 //   host.data(session, msg)    a message arrived on a data channel
@@ -104,6 +108,7 @@ export class Session {
       case 'track_published': return this.onTrackPublished(d.participant_sid, d.track);
       case 'track_unpublished': return this.onTrackUnpublished(d);
       case 'track_muted': return this.onTrackMuted(d);
+      case 'participant_updated': return this.onUpdated(d);
       case 'ping': return this.send('pong', { ts: d.ts });
       case 'pong': return undefined;
       case 'leave': return this.onLeave(d);
@@ -328,7 +333,11 @@ export class Session {
     const entry = this.tracks.get(d.track_sid);
     if (!entry) return;
     entry.info.muted = d.muted;
-    if (this.self && d.participant_sid === this.self.sid) return;
+    if (this.self && d.participant_sid === this.self.sid) {
+      // An administrator may mute us: follow the server.
+      this.host.ownMuted(entry.info.source, d.muted);
+      return;
+    }
     const t = ui.getTile(ui.tileKey(d.participant_sid, groupOf(entry.info.source)));
     if (!t) return;
     if (entry.info.kind === 'video') t.videoMuted = d.muted;
@@ -336,10 +345,17 @@ export class Session {
     ui.refreshTile(t);
   }
 
+  // onUpdated: an administrator changed our name, metadata or grants.
+  onUpdated(d) {
+    if (d.participant) this.self = { ...this.self, ...d.participant };
+    if (d.grants) this.grants = d.grants;
+    this.host.updated(this);
+  }
+
   // onLeave: the server ends the session. Being replaced or removed is
   // final; after a shutdown or a failed connection the page joins again.
   onLeave(d) {
-    const final = d.reason === 'duplicate_identity' || d.reason === 'removed';
+    const final = d.reason === 'duplicate_identity' || d.reason === 'removed' || d.reason === 'room_closed';
     if (final) this.fatal = true;
     const text = LEAVE_REASONS[d.reason] || `The server ended the session (${d.reason || 'closed'}).`;
     ui.showMessage(final ? text : `${text} Joining again…`, final && d.reason !== 'duplicate_identity' ? 'error' : 'info');

@@ -1,0 +1,105 @@
+package events
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-rtc/parley/rooms"
+)
+
+func TestBusKeepsAndWakes(t *testing.T) {
+	b := NewBus(3)
+	evs, changed, missed := b.After(0)
+	if len(evs) != 0 || missed {
+		t.Fatalf("empty bus: %v %v", evs, missed)
+	}
+	b.Publish(rooms.Event{Type: rooms.EventRoomStarted, Room: "r", Time: time.Unix(1, 0)})
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a waiting reader was not woken")
+	}
+	for i := 0; i < 4; i++ {
+		b.Publish(rooms.Event{Type: rooms.EventParticipantJoin, Room: "r", Participant: &rooms.EventParticipant{Identity: "a"}})
+	}
+	// Five events, three kept: ids 3, 4, 5.
+	evs, _, missed = b.After(1)
+	if !missed || len(evs) != 3 || evs[0].ID != 3 || evs[2].ID != 5 || b.Oldest() != 3 || b.Last() != 5 {
+		t.Fatalf("after 1: missed=%v %+v oldest %d last %d", missed, evs, b.Oldest(), b.Last())
+	}
+	evs, _, missed = b.After(3)
+	if missed || len(evs) != 2 || evs[0].ID != 4 {
+		t.Fatalf("after 3: missed=%v %+v", missed, evs)
+	}
+	if evs, _, missed = b.After(5); missed || len(evs) != 0 {
+		t.Fatalf("after the last: missed=%v %+v", missed, evs)
+	}
+}
+
+func TestWebhookQueueDropsOldestAndRetries(t *testing.T) {
+	var mu sync.Mutex
+	var ids []string
+	fail := 2 // the first two attempts fail
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail > 0 {
+			fail--
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		ids = append(ids, r.Header.Get("X-Parley-Event-Id"))
+	}))
+	defer srv.Close()
+	w, err := NewWebhooks(WebhookConfig{URLs: []string{srv.URL}, Queue: 2, Key: "k", Secret: "s",
+		Backoff: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// Event 1 is taken by the sender at once and retried; 2, 3, 4 queue up
+	// behind it in a queue of 2, so 2 is dropped.
+	for id := int64(1); id <= 4; id++ {
+		w.Enqueue(Event{ID: id}, []byte(`{}`))
+		if id == 1 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(ids)
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %v", ids)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 3 || ids[0] != "1" || ids[1] != "3" || ids[2] != "4" {
+		t.Fatalf("delivered %v, want 1 (after two retries), 3, 4", ids)
+	}
+	dropped, failures, sent := w.Stats()
+	if dropped != 1 || failures != 2 || sent != 3 {
+		t.Fatalf("stats: dropped %d failures %d sent %d", dropped, failures, sent)
+	}
+}
+
+func TestWebhookConfigValidate(t *testing.T) {
+	for _, u := range []string{"ftp://x/y", "not a url", "http://"} {
+		c := WebhookConfig{URLs: []string{u}}
+		if c.Validate() == nil {
+			t.Errorf("%q accepted", u)
+		}
+	}
+}

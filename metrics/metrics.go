@@ -1,0 +1,126 @@
+// Package metrics exposes the server's counters to Prometheus
+// (docs/api.md, "Metrics"). Everything is read when Prometheus scrapes:
+// the forwarding path only bumps its own atomics.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parley-rtc/parley/events"
+	"github.com/parley-rtc/parley/rooms"
+	"github.com/parley-rtc/parley/sfu"
+	"github.com/parley-rtc/parley/signaling"
+	"github.com/parley-rtc/parley/turn"
+)
+
+// Sources are what the metrics are read from; TURN and Webhooks may be nil.
+type Sources struct {
+	Rooms     *rooms.Manager
+	Engine    *sfu.Engine
+	Signaling *signaling.Server
+	TURN      *turn.Server
+	Webhooks  *events.Webhooks
+}
+
+// Handler serves the metrics in Prometheus' text format, with the Go
+// runtime's and the process's.
+func Handler(src Sources) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{src: src})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("parley_"+name, help, labels, nil)
+}
+
+var (
+	roomsDesc        = desc("rooms", "Rooms open.")
+	participantsDesc = desc("participants", "Participants in rooms.")
+	publishedDesc    = desc("published_tracks", "Tracks participants publish.")
+	subscribedDesc   = desc("subscribed_tracks", "Forwarded copies of tracks, one per subscriber.")
+	packetsInDesc    = desc("packets_in_total", "RTP packets received from publishers.")
+	bytesInDesc      = desc("bytes_in_total", "RTP bytes received from publishers.")
+	packetsOutDesc   = desc("packets_out_total", "RTP packets forwarded to subscribers.")
+	bytesOutDesc     = desc("bytes_out_total", "RTP bytes forwarded to subscribers.")
+	droppedDesc      = desc("packets_dropped_total", "Packets a slow subscriber skipped.")
+	nacksDesc        = desc("nacks_total", "Packets subscribers asked to resend (NACK).")
+	plisDesc         = desc("plis_total", "Keyframe requests (PLI) sent to publishers.")
+	retransDesc      = desc("retransmissions_total", "Packets resent in answer to NACKs.")
+	lossDesc         = desc("loss_ratio", "Mean fraction of packets lost that subscribers report, over the forwarded tracks.")
+	wsDesc           = desc("websocket_connections", "Open signaling WebSockets.")
+	errorsDesc       = desc("signaling_errors_total", "Errors sent to clients, by code.", "code")
+	dataDesc         = desc("data_messages_total", "Data channel messages handled, by type.", "type")
+	drainingDesc     = desc("draining", "1 while the server is draining.")
+	turnAllocsDesc   = desc("turn_allocations", "TURN allocations held.")
+	turnBytesDesc    = desc("turn_relayed_bytes_total", "Bytes relayed by TURN.")
+	turnAuthDesc     = desc("turn_auth_failures_total", "TURN requests refused for bad credentials.")
+	hookDropDesc     = desc("webhook_dropped_total", "Webhook events given up (queue full or every retry failed).")
+	hookFailDesc     = desc("webhook_failures_total", "Failed webhook deliveries (each retry counts).")
+	hookSentDesc     = desc("webhook_sent_total", "Webhook events delivered.")
+)
+
+type collector struct{ src Sources }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
+		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
+		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	rs := c.src.Rooms.Stats()
+	gauge(roomsDesc, float64(rs.Rooms))
+	gauge(participantsDesc, float64(rs.Participants))
+	gauge(publishedDesc, float64(rs.PublishedTracks))
+	gauge(subscribedDesc, float64(rs.SubscribedTracks))
+	draining := 0.0
+	if c.src.Rooms.Draining() {
+		draining = 1
+	}
+	gauge(drainingDesc, draining)
+	for typ, n := range c.src.Rooms.DataStats() {
+		counter(dataDesc, n, typ)
+	}
+
+	es := c.src.Engine.Stats()
+	counter(packetsInDesc, es.PacketsIn)
+	counter(bytesInDesc, es.BytesIn)
+	counter(packetsOutDesc, es.PacketsOut)
+	counter(bytesOutDesc, es.BytesOut)
+	counter(droppedDesc, es.Drops)
+	counter(nacksDesc, es.NACKs)
+	counter(plisDesc, es.PLIs)
+	counter(retransDesc, es.Retransmissions)
+	gauge(lossDesc, es.LossRatio)
+
+	ss := c.src.Signaling.Stats()
+	gauge(wsDesc, float64(ss.Connections))
+	for code, n := range ss.Errors {
+		counter(errorsDesc, n, code)
+	}
+	if c.src.TURN != nil {
+		ts := c.src.TURN.Stats()
+		gauge(turnAllocsDesc, float64(ts.Allocations))
+		counter(turnBytesDesc, uint64(ts.BytesRelayed))
+		counter(turnAuthDesc, uint64(ts.AuthFailures))
+	}
+	if c.src.Webhooks != nil {
+		dropped, failed, sent := c.src.Webhooks.Stats()
+		counter(hookDropDesc, dropped)
+		counter(hookFailDesc, failed)
+		counter(hookSentDesc, sent)
+	}
+}
