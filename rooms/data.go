@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-rtc/parley/limit"
 	"github.com/parley-rtc/parley/sfu"
 )
 
@@ -295,7 +296,7 @@ func (r *Room) dataMessage(p *Participant, lossy bool, raw []byte, head *dataHea
 	}
 	// Every other message counts, so that a flood of bad or big ones is
 	// throttled too.
-	if ok, wait := p.limiter(lossy).allow(now); !ok {
+	if ok, wait := p.limiter(lossy).Allow(now); !ok {
 		if lossy {
 			return &dataError{code: DataRateLimited, msg: fmt.Sprintf("more than %d lossy messages a second; dropped", cfg.LossyRateLimit)}
 		}
@@ -342,7 +343,7 @@ func (m *Manager) DataStats() map[string]uint64 {
 	return out
 }
 
-func (p *Participant) limiter(lossy bool) *window {
+func (p *Participant) limiter(lossy bool) *limit.Window {
 	if lossy {
 		return p.lossyLimit
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-rtc/parley/limit"
 	"github.com/parley-rtc/parley/sfu"
 )
 
@@ -50,8 +51,8 @@ type Participant struct {
 	dataDone     chan struct{} // closed when p leaves
 	dataReady    bool          // guarded by room.dmu: p is in room.ready
 	dataOverflow atomic.Bool
-	dataLimit    *window
-	lossyLimit   *window
+	dataLimit    *limit.Window
+	lossyLimit   *limit.Window
 	lossyErrAt   time.Time
 }
 
@@ -61,7 +62,7 @@ func newParticipant(p JoinParams, cfg *Config) *Participant {
 		joinedAt: time.Now(), sink: p.Sink, tracks: map[string]*published{}, descs: map[string]TrackDesc{},
 		maxTracks: cfg.MaxTracksPerParticipant,
 		dq:        make(chan string, dataQueueLen), lq: make(chan string, lossyQueueLen), dataDone: make(chan struct{}),
-		dataLimit: newWindow(cfg.Data.RateLimit, cfg.Data.RateWindow), lossyLimit: newWindow(cfg.Data.LossyRateLimit, time.Second),
+		dataLimit: limit.NewWindow(cfg.Data.RateLimit, cfg.Data.RateWindow), lossyLimit: limit.NewWindow(cfg.Data.LossyRateLimit, time.Second),
 	}
 }
 
@@ -312,6 +313,40 @@ func (p *Participant) Unpublish(sid string) error {
 	p.room.unpublish(p, sid)
 	p.log.Info("track unpublished", "track", sid)
 	return nil
+}
+
+// Left reports whether p has left its room.
+func (p *Participant) Left() bool { return p.left.Load() }
+
+// RestartICE asks for a subscriber offer with new ICE credentials.
+func (p *Participant) RestartICE(target string) error {
+	switch target {
+	case TargetSubscriber:
+		p.sub.RestartICE()
+		return nil
+	case TargetPublisher:
+		return fmt.Errorf("%w: the client restarts the publisher connection itself, with an offer made with iceRestart", ErrBadTarget)
+	}
+	return ErrBadTarget
+}
+
+// SetDetached tells the room that p's signaling connection is gone (and p
+// may resume) or back: its presence shows offline meanwhile.
+func (p *Participant) SetDetached(detached bool) {
+	r := p.room
+	if r == nil {
+		return
+	}
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	e, ok := r.presence[p.identity]
+	if !ok || e.part != p || e.detached == detached {
+		return
+	}
+	e.detached = detached
+	now := time.Now()
+	e.lastSeen = now
+	r.presenceChangedLocked(e, now)
 }
 
 // Leave takes p out of its room and closes its connections. Safe to call

@@ -34,6 +34,7 @@ type Presence struct {
 type presence struct {
 	Presence
 	part        *Participant // the current session; nil while offline
+	detached    bool         // its signaling connection is gone; it may resume
 	away        bool         // the client says it is away (page hidden)
 	lastSeen    time.Time    // last message from the client
 	typingUntil time.Time
@@ -43,7 +44,7 @@ type presence struct {
 // status derives the status at now.
 func (e *presence) status(now time.Time, awayAfter time.Duration) string {
 	switch {
-	case e.part == nil:
+	case e.part == nil || e.detached:
 		return StatusOffline
 	case e.away || now.Sub(e.lastSeen) >= awayAfter:
 		return StatusAway
@@ -59,7 +60,7 @@ func (r *Room) presenceJoinLocked(p *Participant, now time.Time) {
 		e = &presence{}
 		r.presence[p.identity] = e
 	}
-	e.part = p
+	e.part, e.detached = p, false
 	e.SID, e.Identity, e.Name, e.JoinedAt = p.sid, p.identity, p.Name(), p.joinedAt.UnixMilli()
 	e.lastSeen, e.offlineAt, e.away = now, time.Time{}, false
 	e.Typing, e.typingUntil = false, time.Time{}

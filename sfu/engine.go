@@ -34,6 +34,9 @@ type Config struct {
 	PublicIPs []string
 	// IncludeLoopback gathers loopback candidates (local development, tests).
 	IncludeLoopback bool
+	// ICEFailGrace is how long a connection whose ICE failed may take to
+	// be restarted by its client before it is reported failed.
+	ICEFailGrace time.Duration
 }
 
 // Validate checks the config and names the first bad key.

@@ -109,12 +109,37 @@ func (r *remoteCandidates) flush(pc *webrtc.PeerConnection, log *slog.Logger) {
 	}
 }
 
-func watchState(pc *webrtc.PeerConnection, log *slog.Logger, failed func(error)) {
+// watchState reports a connection that failed and was not restarted
+// (ICE restart) within grace; grace 0 reports at once.
+func watchState(pc *webrtc.PeerConnection, log *slog.Logger, failed func(error), grace time.Duration) {
+	var mu sync.Mutex
+	var timer *time.Timer
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		log.Debug("peer connection state", "state", s.String())
-		if s == webrtc.PeerConnectionStateFailed && failed != nil {
-			failed(fmt.Errorf("%w: ICE or DTLS failed", ErrClosed))
+		mu.Lock()
+		defer mu.Unlock()
+		switch s {
+		case webrtc.PeerConnectionStateFailed:
+			if failed == nil || timer != nil {
+				return
+			}
+			timer = time.AfterFunc(grace, func() {
+				if st := pc.ConnectionState(); st != webrtc.PeerConnectionStateConnected && st != webrtc.PeerConnectionStateClosed {
+					failed(fmt.Errorf("%w: ICE or DTLS failed and was not restarted within %s", ErrClosed, grace))
+				}
+			})
+		case webrtc.PeerConnectionStateConnected, webrtc.PeerConnectionStateClosed:
+			if timer != nil {
+				timer.Stop()
+				timer = nil
+			}
 		}
+	})
+	// Data channels are the server's own (Data); any the client opens is
+	// closed.
+	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
+		log.Info("closing a data channel the client opened", "label", dc.Label())
+		_ = dc.Close()
 	})
 }
 
@@ -138,7 +163,7 @@ func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, erro
 	p := &Publisher{pc: pc, ev: ev, log: log}
 	p.gate.emit = ev.Candidate
 	pc.OnICECandidate(p.gate.push)
-	watchState(pc, log, ev.Failed)
+	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace)
 	pc.OnTrack(func(remote *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		var pli func()
 		if remote.Kind() == webrtc.RTPCodecTypeVideo {
@@ -206,6 +231,7 @@ type Subscriber struct {
 	closed   bool
 	awaiting bool
 	pending  bool
+	restart  bool // the next offer restarts ICE
 	timer    *time.Timer
 	downs    map[string]*DownTrack
 	senders  map[string]*webrtc.RTPSender
@@ -224,7 +250,7 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{}}
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
-	watchState(pc, log, ev.Failed)
+	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace)
 	if ev.DataOpen != nil || ev.DataMessage != nil {
 		// The channels go in the first offer (see Negotiate), so that
 		// presence and chat work before anybody publishes.
@@ -240,15 +266,20 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 // for the data channels), batched with any pending changes.
 func (s *Subscriber) Negotiate() { s.queueOp(subOp{negotiate: true}) }
 
+// RestartICE sends an offer with new ICE credentials (the client asks for
+// it when its subscriber connection failed or its network changed).
+func (s *Subscriber) RestartICE() { s.queueOp(subOp{negotiate: true, iceRestart: true}) }
+
 // negotiationDelay batches subscription changes that come together (a
 // participant joining a full room) into one offer.
 const negotiationDelay = 15 * time.Millisecond
 
 type subOp struct {
-	add       *Track
-	streamID  string
-	remove    string
-	negotiate bool // offer even if no track changed
+	add        *Track
+	streamID   string
+	remove     string
+	negotiate  bool // offer even if no track changed
+	iceRestart bool // with new ICE credentials
 }
 
 // AddTrack subscribes to t; streamID groups tracks that play together. It
@@ -288,6 +319,7 @@ func (s *Subscriber) applyOps() {
 	for _, op := range ops {
 		if op.negotiate {
 			changed = true
+			s.restart = s.restart || op.iceRestart
 			continue
 		}
 		if op.add != nil {
@@ -347,7 +379,12 @@ func (s *Subscriber) negotiateLocked() {
 		return
 	}
 	s.pending = false
-	offer, err := s.pc.CreateOffer(nil)
+	var opts *webrtc.OfferOptions
+	if s.restart {
+		opts = &webrtc.OfferOptions{ICERestart: true}
+		s.restart = false
+	}
+	offer, err := s.pc.CreateOffer(opts)
 	if err == nil {
 		err = s.pc.SetLocalDescription(offer)
 	}

@@ -138,6 +138,8 @@ type testClient struct {
 	// Data channels (data_test.go).
 	dc, lossyDC *webrtc.DataChannel
 	dmsgs       []dataRecv
+
+	descs []TrackDesc // every track published so far
 }
 
 func newAPI(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
@@ -242,7 +244,7 @@ func joinToken(t testing.TB, s *testServer, room, identity, token string, relay 
 	c.sub.OnTrack(c.onTrack)
 	c.sub.OnDataChannel(c.onDataChannel)
 	t.Cleanup(c.close)
-	go c.readLoop()
+	go c.readLoop(c.ws)
 	return c
 }
 
@@ -254,10 +256,10 @@ func (c *testClient) errorf(format string, args ...any) {
 	}
 }
 
-func (c *testClient) readLoop() {
+func (c *testClient) readLoop(ws *websocket.Conn) {
 	for {
 		var env Envelope
-		if err := c.ws.ReadJSON(&env); err != nil {
+		if err := ws.ReadJSON(&env); err != nil {
 			c.mu.Lock()
 			c.closed = true
 			c.mu.Unlock()
@@ -492,6 +494,10 @@ func (c *testClient) publish(audio, video bool) {
 	if err := c.pub.SetLocalDescription(offer); err != nil {
 		c.t.Fatal(err)
 	}
+	c.mu.Lock()
+	c.descs = append(c.descs, descs...)
+	descs = append([]TrackDesc(nil), c.descs...)
+	c.mu.Unlock()
 	c.write(TypeOffer, Offer{SDP: offer.SDP, Tracks: descs})
 	for _, tr := range tracks {
 		c.sendWG.Add(1)
@@ -560,7 +566,9 @@ func (c *testClient) close() {
 		close(c.stopSend)
 	}
 	c.sendWG.Wait()
+	c.wmu.Lock()
 	_ = c.ws.Close()
+	c.wmu.Unlock()
 	_ = c.pub.GracefulClose()
 	_ = c.sub.GracefulClose()
 }

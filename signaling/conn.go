@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-rtc/parley/limit"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
 )
@@ -53,8 +54,12 @@ type conn struct {
 	evNotify chan struct{}
 
 	part     *rooms.Participant
+	sess     *session
 	finished bool
 	badLogs  int
+	limit    *limit.Window
+	kick     chan struct{} // another socket resumed the session
+	kickOnce sync.Once
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
@@ -62,7 +67,8 @@ func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 		s: s, ws: ws, log: s.log.With("remote", remote),
 		in: make(chan inbound), out: make(chan outMsg, outQueueLen),
 		done: make(chan struct{}), wdone: make(chan struct{}), stop: make(chan struct{}),
-		evNotify: make(chan struct{}, 1),
+		evNotify: make(chan struct{}, 1), kick: make(chan struct{}),
+		limit: limit.NewWindow(s.cfg.RateLimit, s.cfg.RateWindow),
 	}
 }
 
@@ -83,6 +89,11 @@ func (c *conn) Send(ev any) {
 
 func (c *conn) shutdown() { c.stopMu.Do(func() { close(c.stop) }) }
 
+// closeResumedElsewhere closes a socket whose session another one resumed.
+const closeResumedElsewhere = 4001
+
+func (c *conn) takenOver() { c.kickOnce.Do(func() { close(c.kick) }) }
+
 func (c *conn) run() {
 	defer close(c.done)
 	go c.readLoop()
@@ -102,6 +113,10 @@ func (c *conn) run() {
 		case <-c.stop:
 			c.send(TypeLeave, Leave{Reason: "server_shutdown"})
 			c.finish("server_shutdown", websocket.CloseGoingAway, "server shutting down")
+		case <-c.kick:
+			// The session lives on on the socket that resumed it.
+			c.part, c.sess = nil, nil
+			c.finish("", closeResumedElsewhere, "resumed elsewhere")
 		case <-joinTimer.C:
 			if c.part == nil {
 				c.fail(CodeNotJoined, "no join message within 10 seconds", websocket.ClosePolicyViolation)
@@ -196,6 +211,9 @@ func (c *conn) finish(reason string, closeCode int, closeText string) {
 	if c.finished {
 		return
 	}
+	if c.sess != nil {
+		c.s.dropSession(c.sess)
+	}
 	if c.part != nil {
 		c.part.Leave(reason)
 	}
@@ -214,19 +232,26 @@ func (c *conn) finish(reason string, closeCode int, closeText string) {
 func (c *conn) readFailed(err error) {
 	var ce *websocket.CloseError
 	switch {
-	case errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig:
+	case errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig, errors.Is(err, websocket.ErrReadLimit):
+		// The client broke the protocol: no resume.
 		c.log.Info("message over the size limit; closed", "limit", c.s.cfg.MaxMessageBytes)
-	case errors.Is(err, websocket.ErrReadLimit):
-		c.log.Info("message over the size limit; closed", "limit", c.s.cfg.MaxMessageBytes)
+		if c.sess != nil {
+			c.s.dropSession(c.sess)
+			c.sess = nil
+		}
 	default:
 		c.log.Debug("socket closed", "err", err)
 	}
-	reason := "disconnected"
-	if c.part != nil {
-		c.part.Leave(reason)
-	}
 	c.finished = true
 	_ = c.ws.Close()
+	// The participant stays, resumable, for the grace period.
+	if c.sess != nil && c.s.detach(c.sess, c) {
+		c.log.Info("socket dropped; the session can be resumed", "grace", c.s.cfg.ResumeGrace)
+		return
+	}
+	if c.part != nil && c.sess == nil {
+		c.part.Leave("disconnected")
+	}
 }
 
 // bad answers a client message of type req that could not be handled; the
@@ -251,6 +276,10 @@ func parseMessage(data []byte) (string, any, error) {
 	switch env.Type {
 	case TypeJoin:
 		v = &Join{}
+	case TypeResume:
+		v = &Resume{}
+	case TypeICERestart:
+		v = &ICERestart{}
 	case TypeOffer:
 		v = &Offer{}
 	case TypeAnswer:
@@ -286,6 +315,17 @@ var errUnknownType = errors.New("unknown type")
 
 func (c *conn) handle(data []byte) {
 	typ, payload, err := parseMessage(data)
+	if c.part != nil && typ != TypePong {
+		if ok, wait := c.limit.Allow(time.Now()); !ok {
+			c.bad(typ, CodeRateLimited, fmt.Sprintf("more than %d messages in %s; this one was ignored: wait %s",
+				c.s.cfg.RateLimit, c.s.cfg.RateWindow, wait.Round(time.Millisecond)))
+			return
+		}
+	}
+	if err != nil && (typ == TypeResume && c.part == nil) {
+		c.fail(CodeBadRequest, err.Error(), websocket.ClosePolicyViolation)
+		return
+	}
 	if err != nil && typ != TypeJoin {
 		if c.part == nil && typ != "" {
 			c.fail(CodeNotJoined, "the first message must be join", websocket.ClosePolicyViolation)
@@ -298,8 +338,8 @@ func (c *conn) handle(data []byte) {
 		c.bad(typ, code, err.Error())
 		return
 	}
-	if c.part == nil && typ != TypeJoin {
-		c.fail(CodeNotJoined, "the first message must be join", websocket.ClosePolicyViolation)
+	if c.part == nil && typ != TypeJoin && typ != TypeResume {
+		c.fail(CodeNotJoined, "the first message must be join (or resume)", websocket.ClosePolicyViolation)
 		return
 	}
 	switch m := payload.(type) {
@@ -310,6 +350,15 @@ func (c *conn) handle(data []byte) {
 		}
 		c.join(m)
 		return
+	case *Resume:
+		if c.part != nil {
+			c.bad(typ, CodeBadRequest, "already in a session")
+			return
+		}
+		c.resume(m)
+		return
+	case *ICERestart:
+		err = c.part.RestartICE(m.Target)
 	case *Offer:
 		descs := make([]rooms.TrackDesc, len(m.Tracks))
 		for i, t := range m.Tracks {
@@ -406,14 +455,61 @@ func (c *conn) join(j *Join) {
 	if name == "" {
 		name = claims.Subject
 	}
-	p, err := c.s.mgr.Join(rooms.JoinParams{Room: claims.Room, Identity: claims.Subject, Name: name, Grants: claims.Grants, Sink: c})
+	rl := &relay{to: c}
+	p, err := c.s.mgr.Join(rooms.JoinParams{Room: claims.Room, Identity: claims.Subject, Name: name, Grants: claims.Grants, Sink: rl})
 	if err != nil {
 		code := errorCode(err)
 		c.fail(code, err.Error(), websocket.ClosePolicyViolation)
 		return
 	}
 	c.part = p
+	c.sess = c.s.addSession(p, rl, c)
 	c.log = c.log.With("room", claims.Room, "participant", p.SID())
+}
+
+// resume takes over the session of r.Token: the participant, its tracks
+// and subscriptions stay; what the room sent meanwhile follows resumed.
+func (c *conn) resume(r *Resume) {
+	if r.Protocol != ProtocolVersion {
+		c.fail(CodeUnsupportedProtocol, fmt.Sprintf("this server speaks protocol %d, the client asked for %d: update the client", ProtocolVersion, r.Protocol), websocket.ClosePolicyViolation)
+		return
+	}
+	sess, old := c.s.resumeSession(r.Token, c)
+	if sess == nil {
+		c.fail(CodeResumeFailed, "no session to resume (its grace period is over, or the server restarted): join again with a token", websocket.ClosePolicyViolation)
+		return
+	}
+	if old != nil {
+		old.takenOver()
+	}
+	c.part, c.sess = sess.part, sess
+	c.log = c.log.With("room", sess.part.Room(), "participant", sess.part.SID())
+	others := []rooms.ParticipantInfo{}
+	if r := c.s.mgr.Room(sess.part.Room()); r != nil {
+		for _, info := range r.Participants() {
+			if info.SID != sess.part.SID() {
+				others = append(others, info)
+			}
+		}
+	}
+	c.send(TypeResumed, c.joinedPayload(sess.part.Info(), others, sess.part.Grants()))
+	sess.part.SetDetached(false)
+	if lost := sess.relay.attach(c); lost {
+		c.log.Warn("messages were lost while the socket was away; ending the session")
+		c.fail(CodeResumeFailed, "too many messages were waiting while you were away: join again", websocket.ClosePolicyViolation)
+		return
+	}
+	c.log.Info("session resumed")
+}
+
+func (c *conn) joinedPayload(self rooms.ParticipantInfo, others []rooms.ParticipantInfo, grants rooms.Grants) Joined {
+	j := Joined{Protocol: ProtocolVersion, Room: c.roomName(), Participant: self, Participants: others, Grants: grants,
+		ICEServers: c.iceServers(), PingInterval: int(c.s.cfg.PingInterval / time.Millisecond),
+		ResumeGrace: c.s.cfg.ResumeGrace.Milliseconds()}
+	if c.sess != nil {
+		j.ResumeToken = c.sess.token
+	}
+	return j
 }
 
 func (c *conn) drainEvents() {
@@ -438,10 +534,7 @@ func (c *conn) drainEvents() {
 func (c *conn) deliver(ev any) {
 	switch e := ev.(type) {
 	case rooms.Joined:
-		c.send(TypeJoined, Joined{
-			Protocol: ProtocolVersion, Room: c.roomName(), Participant: e.Self, Participants: e.Others,
-			Grants: e.Grants, ICEServers: c.iceServers(), PingInterval: int(c.s.cfg.PingInterval / time.Millisecond),
-		})
+		c.send(TypeJoined, c.joinedPayload(e.Self, e.Others, e.Grants))
 	case rooms.ParticipantJoined:
 		c.send(TypePartJoined, ParticipantJoined{Participant: e.Participant})
 	case rooms.ParticipantLeft:

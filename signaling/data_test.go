@@ -555,7 +555,8 @@ func TestDataNeedsGrant(t *testing.T) {
 // for the grace period, then the entry goes, unless the identity comes
 // back first.
 func TestDataTypingAwayOffline(t *testing.T) {
-	s := dataServer(t, rooms.DataConfig{TypingTimeout: 500 * time.Millisecond, AwayAfter: 1500 * time.Millisecond, OfflineGrace: 1500 * time.Millisecond})
+	s := newTestServer(t, rooms.Config{Data: rooms.DataConfig{TypingTimeout: 500 * time.Millisecond, AwayAfter: 1500 * time.Millisecond,
+		OfflineGrace: 1500 * time.Millisecond}}, Config{ResumeGrace: 300 * time.Millisecond})
 	alice := joinClient(t, s, "typing", "alice")
 	bob := joinClient(t, s, "typing", "bob")
 	waitPresence(t, alice, "bob", "present", func(p presenceEntry, ok bool) bool { return ok })
@@ -706,7 +707,11 @@ func publishScreen(t *testing.T, c *testClient) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.write(TypeOffer, Offer{SDP: offer.SDP, Tracks: []TrackDesc{{TrackID: v.ID(), Source: "screen"}}})
+	c.mu.Lock()
+	c.descs = append(c.descs, TrackDesc{TrackID: v.ID(), Source: "screen"})
+	descs := append([]TrackDesc(nil), c.descs...)
+	c.mu.Unlock()
+	c.write(TypeOffer, Offer{SDP: offer.SDP, Tracks: descs}) // every track, or the others are unpublished
 	c.sendWG.Add(1)
 	go func() {
 		defer c.sendWG.Done()

@@ -27,5 +27,7 @@ const (
 	CodeShuttingDown        = "shutting_down"
 	CodeSlowClient          = "slow_client"
 	CodeDraining            = "draining"
+	CodeRateLimited         = "rate_limited"
+	CodeResumeFailed        = "resume_failed"
 	CodeInternal            = "internal"
 )

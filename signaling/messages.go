@@ -30,6 +30,9 @@ const (
 	TypeTrackUnpub  = "track_unpublished"
 	TypeTrackMuted  = "track_muted"
 	TypePartUpdated = "participant_updated"
+	TypeResume      = "resume"      // client -> server, instead of join
+	TypeResumed     = "resumed"     // server -> client
+	TypeICERestart  = "ice_restart" // client -> server
 	TypeError       = "error"
 	TargetPublisher = "publisher"
 	TargetSubscrib  = "subscriber"
@@ -47,6 +50,18 @@ type Join struct {
 	Protocol int    `json:"protocol"`
 	// Room, when set, must equal the room in the token.
 	Room string `json:"room,omitempty"`
+}
+
+// Resume takes over a session whose socket dropped (docs/protocol.md,
+// "Resuming a session").
+type Resume struct {
+	Token    string `json:"token"`
+	Protocol int    `json:"protocol"`
+}
+
+// ICERestart asks for a subscriber offer with new ICE credentials.
+type ICERestart struct {
+	Target string `json:"target"`
 }
 
 // TrackDesc tells the server what a track in a publisher offer is.
@@ -115,6 +130,8 @@ type Joined struct {
 	Grants       rooms.Grants            `json:"grants"`
 	ICEServers   []ICEServer             `json:"ice_servers"`
 	PingInterval int                     `json:"ping_interval_ms"`
+	ResumeToken  string                  `json:"resume_token"`
+	ResumeGrace  int64                   `json:"resume_grace_ms"`
 }
 
 // ParticipantJoined announces another participant.

@@ -39,12 +39,34 @@ type Config struct {
 	// ICEServersFor, when set, gives each participant its own ICE servers
 	// (e.g. TURN credentials minted for its identity), after ICEServers.
 	ICEServersFor func(identity string) []ICEServer
+	// ResumeGrace is how long a participant whose socket dropped stays in
+	// its room, resumable (default 30s).
+	ResumeGrace time.Duration
+	// MaxConnectionsPerIP bounds the open sockets of one client address
+	// (default 50); RateLimit the messages of one socket per RateWindow
+	// (default 200 per 10s).
+	MaxConnectionsPerIP int
+	RateLimit           int
+	RateWindow          time.Duration
 }
 
 // Validate fills defaults and names the first bad key.
 func (c *Config) Validate() error {
-	if c.MaxMessageBytes < 0 || c.PingInterval < 0 || c.PongTimeout < 0 || c.WriteTimeout < 0 || c.NegotiationTimeout < 0 {
+	if c.MaxMessageBytes < 0 || c.PingInterval < 0 || c.PongTimeout < 0 || c.WriteTimeout < 0 || c.NegotiationTimeout < 0 ||
+		c.ResumeGrace < 0 || c.MaxConnectionsPerIP < 0 || c.RateLimit < 0 || c.RateWindow < 0 {
 		return fmt.Errorf("%w: signaling limits and timeouts must not be negative", ErrBadConfig)
+	}
+	if c.ResumeGrace == 0 {
+		c.ResumeGrace = 30 * time.Second
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = 50
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 200
+	}
+	if c.RateWindow == 0 {
+		c.RateWindow = 10 * time.Second
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 64 << 10
@@ -89,6 +111,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	perIP    map[string]int
+	sessions map[string]*session // by resume token
 	errCount errorCounts
 	closing  bool
 	wg       sync.WaitGroup
@@ -102,7 +126,7 @@ func NewServer(cfg Config, mgr *rooms.Manager, log *slog.Logger) (*Server, error
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, mgr: mgr, log: log, conns: map[*conn]struct{}{}}
+	s := &Server{cfg: cfg, mgr: mgr, log: log, conns: map[*conn]struct{}{}, perIP: map[string]int{}, sessions: map[string]*session{}}
 	if len(cfg.Keys) == 0 {
 		// Development mode: a random key only this process knows, used by
 		// the dev-token endpoint.
@@ -160,14 +184,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	if !s.admit(ip) {
+		s.countError("too_many_connections")
+		s.log.Warn("too many WebSockets from one address; refused (signaling.max_connections_per_ip)", "ip", ip, "limit", s.cfg.MaxConnectionsPerIP)
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		return
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.release(ip)
 		return // the upgrader has answered
 	}
 	c := newConn(s, ws, r.RemoteAddr)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		s.release(ip)
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, CodeShuttingDown), time.Now().Add(time.Second))
 		_ = ws.Close()
 		return
@@ -181,12 +217,33 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		s.release(ip)
 	}()
+}
+
+// admit counts a new socket of ip, unless ip has too many.
+func (s *Server) admit(ip string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIP[ip] >= s.cfg.MaxConnectionsPerIP {
+		return false
+	}
+	s.perIP[ip]++
+	return true
+}
+
+func (s *Server) release(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
 }
 
 // Shutdown tells every participant the server is going away, closes the
 // sockets and waits for the sessions to end (or ctx).
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.dropAllSessions()
 	s.mu.Lock()
 	s.closing = true
 	conns := make([]*conn, 0, len(s.conns))

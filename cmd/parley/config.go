@@ -48,6 +48,10 @@ type Config struct {
 		WriteTimeout       time.Duration `yaml:"write_timeout" usage:"deadline for one WebSocket write"`
 		NegotiationTimeout time.Duration `yaml:"negotiation_timeout" usage:"drop a participant that does not answer an offer within this"`
 		AllowedOrigins     []string      `yaml:"allowed_origins" usage:"extra Origins allowed to open the WebSocket (the server's own host always is)"`
+		ResumeGrace        time.Duration `yaml:"resume_grace" usage:"a participant whose socket dropped (or whose ICE failed) stays this long, resumable"`
+		MaxConnsPerIP      int           `yaml:"max_connections_per_ip" usage:"open WebSockets one client address may have"`
+		RateLimit          int           `yaml:"rate_limit" usage:"messages one WebSocket may send per rate_window; more get rate_limited"`
+		RateWindow         time.Duration `yaml:"rate_window" usage:"sliding window of rate_limit"`
 	} `yaml:"signaling"`
 	Rooms struct {
 		MaxParticipants         int `yaml:"max_participants" usage:"participants per room"`
@@ -115,6 +119,10 @@ func defaults() Config {
 	c.Signaling.PongTimeout = 30 * time.Second
 	c.Signaling.WriteTimeout = 10 * time.Second
 	c.Signaling.NegotiationTimeout = 20 * time.Second
+	c.Signaling.ResumeGrace = 30 * time.Second
+	c.Signaling.MaxConnsPerIP = 50
+	c.Signaling.RateLimit = 200
+	c.Signaling.RateWindow = 10 * time.Second
 	c.Rooms.MaxParticipants = 100
 	c.Rooms.MaxRooms = 1000
 	c.Rooms.MaxTracksPerParticipant = 8
@@ -426,7 +434,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 
 func (c *Config) sfuConfig() sfu.Config {
 	return sfu.Config{UDPPort: c.RTC.UDPPort, TCPPort: c.RTC.TCPPort, ListenIP: c.RTC.ListenIP,
-		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback}
+		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback, ICEFailGrace: c.Signaling.ResumeGrace}
 }
 
 func (c *Config) roomsConfig() rooms.Config {
@@ -442,7 +450,9 @@ func (c *Config) roomsConfig() rooms.Config {
 func (c *Config) signalingConfig() signaling.Config {
 	return signaling.Config{MaxMessageBytes: c.Signaling.MaxMessageBytes, PingInterval: c.Signaling.PingInterval,
 		PongTimeout: c.Signaling.PongTimeout, WriteTimeout: c.Signaling.WriteTimeout,
-		NegotiationTimeout: c.Signaling.NegotiationTimeout, AllowedOrigins: c.Signaling.AllowedOrigins, Keys: c.Keys}
+		NegotiationTimeout: c.Signaling.NegotiationTimeout, AllowedOrigins: c.Signaling.AllowedOrigins, Keys: c.Keys,
+		ResumeGrace: c.Signaling.ResumeGrace, MaxConnectionsPerIP: c.Signaling.MaxConnsPerIP, RateLimit: c.Signaling.RateLimit,
+		RateWindow: c.Signaling.RateWindow}
 }
 
 // webhookConfig leaves the signing key to serve, which knows the keys.
@@ -485,6 +495,7 @@ func (c *Config) Validate() error {
 		n   int
 	}{{"rooms.max_participants", c.Rooms.MaxParticipants}, {"rooms.max_rooms", c.Rooms.MaxRooms},
 		{"rooms.max_tracks_per_participant", c.Rooms.MaxTracksPerParticipant}, {"data.history", c.Data.History},
+		{"signaling.max_connections_per_ip", c.Signaling.MaxConnsPerIP}, {"signaling.rate_limit", c.Signaling.RateLimit},
 		{"data.max_message_bytes", c.Data.MaxMessageBytes}, {"data.max_metadata_bytes", c.Data.MaxMetadataBytes},
 		{"data.rate_limit", c.Data.RateLimit}, {"data.lossy_rate_limit", c.Data.LossyRateLimit}} {
 		if kv.n < 1 {
@@ -496,6 +507,7 @@ func (c *Config) Validate() error {
 		d   time.Duration
 	}{{"signaling.ping_interval", c.Signaling.PingInterval}, {"signaling.pong_timeout", c.Signaling.PongTimeout},
 		{"signaling.write_timeout", c.Signaling.WriteTimeout}, {"signaling.negotiation_timeout", c.Signaling.NegotiationTimeout},
+		{"signaling.resume_grace", c.Signaling.ResumeGrace}, {"signaling.rate_window", c.Signaling.RateWindow},
 		{"turn.credential_ttl", c.TURN.CredentialTTL}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"data.history_retention", c.Data.HistoryRetention}, {"data.rate_window", c.Data.RateWindow},
 		{"data.typing_timeout", c.Data.TypingTimeout}, {"data.away_after", c.Data.AwayAfter},

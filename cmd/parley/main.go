@@ -74,6 +74,8 @@ func realMain(args []string, env func(string) string, stdout, stderr io.Writer) 
 		return tokenCmd(args, env, stdout, stderr)
 	case "rooms", "participants":
 		return adminCmd(cmd, args, env, stdout, stderr)
+	case "loadtest":
+		return loadtestCmd(args, env, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "parley", version)
 		return 0

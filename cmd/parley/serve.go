@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -132,6 +133,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		metricsAddr = mln.Addr()
 		mmux := http.NewServeMux()
 		mmux.Handle("/metrics", metrics.Handler(metrics.Sources{Rooms: mgr, Engine: engine, Signaling: sig, TURN: ts, Webhooks: hooks}))
+		// Profiles for operators and the load tests, on the same private address.
+		mmux.HandleFunc("/debug/pprof/", pprof.Index)
+		mmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		ms := &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = ms.Serve(mln) }()
 		closers = append(closers, func() { _ = ms.Close() })

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parley-rtc/parley/loadtest"
+)
+
+// loadtestCmd runs parley loadtest: pion clients against a running server.
+func loadtestCmd(args []string, env func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("parley loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg loadtest.Config
+	fs.StringVar(&cfg.URL, "url", or(env("PARLEY_URL"), "http://localhost:7880"), "the server (env PARLEY_URL)")
+	fs.IntVar(&cfg.Rooms, "rooms", 1, "rooms")
+	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishers per room")
+	fs.IntVar(&cfg.Subscribers, "subscribers", 5, "receive-only subscribers per room")
+	bitrate := fs.String("video-bitrate", "1.7M", "video bits per second of each publisher (e.g. 500k, 1.7M; 0: no video)")
+	fs.BoolVar(&cfg.Audio, "audio", true, "publishers also send Opus")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure, after everyone joined")
+	fs.DurationVar(&cfg.KeyframeInterval, "keyframe-interval", 2*time.Second, "keyframe interval of the synthetic video")
+	fs.StringVar(&cfg.Key, "key", env("PARLEY_API_KEY"), "API key that mints the tokens (env PARLEY_API_KEY; default: --config or PARLEY_KEYS; none: the server's development tokens)")
+	fs.StringVar(&cfg.Secret, "secret", env("PARLEY_API_SECRET"), "API secret (env PARLEY_API_SECRET)")
+	configPath := fs.String("config", env("PARLEY_CONFIG"), "config file to take the key from")
+	metricsURL := fs.String("metrics-url", "auto", "the server's /metrics, for its own CPU and memory (auto: http://<url host>:7889/metrics; empty: none)")
+	fs.IntVar(&cfg.JoinConcurrency, "join-concurrency", 8, "joins in flight")
+	loopback := fs.String("loopback", "auto", "ICE over loopback only: true, false, or auto (true when --url is on this machine)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "parley loadtest: "+format+"\n", a...)
+		return 2
+	}
+	var err error
+	if cfg.VideoBitrate, err = parseBitrate(*bitrate); err != nil {
+		return bad("--video-bitrate: %v", err)
+	}
+	if cfg.Key == "" || cfg.Secret == "" {
+		if cfg.Key, cfg.Secret, err = keyFromConfig(*configPath, cfg.Key, env); err != nil {
+			return bad("%v", err)
+		}
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Hostname() == "" {
+		return bad("--url %q: want http(s)://host:port", cfg.URL)
+	}
+	local := u.Hostname() == "localhost" || net.ParseIP(u.Hostname()).IsLoopback()
+	switch *loopback {
+	case "auto":
+		cfg.Loopback = local
+	case "true", "false":
+		cfg.Loopback = *loopback == "true"
+	default:
+		return bad("--loopback: true, false or auto")
+	}
+	switch *metricsURL {
+	case "auto":
+		cfg.MetricsURL = "http://" + net.JoinHostPort(u.Hostname(), "7889") + "/metrics"
+	default:
+		cfg.MetricsURL = *metricsURL
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	cfg.Progress = stderr
+	rep, err := loadtest.Run(ctx, cfg)
+	if err != nil && *metricsURL == "auto" && strings.Contains(err.Error(), "--metrics-url") {
+		fmt.Fprintf(stderr, "parley loadtest: no metrics at %s (%v); the server's own cost will not be reported\n", cfg.MetricsURL, err)
+		cfg.MetricsURL = ""
+		rep, err = loadtest.Run(ctx, cfg)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		fmt.Fprintln(stdout, string(b))
+	} else {
+		printReport(stdout, cfg, rep)
+	}
+	if rep.Failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+func parseBitrate(s string) (int, error) {
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(s, "k"), strings.HasSuffix(s, "K"):
+		mult, s = 1e3, s[:len(s)-1]
+	case strings.HasSuffix(s, "M"), strings.HasSuffix(s, "m"):
+		mult, s = 1e6, s[:len(s)-1]
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%q is not a bitrate such as 500k or 1.7M", s)
+	}
+	return int(f * mult), nil
+}
+
+func printReport(w io.Writer, cfg loadtest.Config, r *loadtest.Report) {
+	fmt.Fprintf(w, "clients:    %d connected, %d failed (%d rooms x %d publishers + %d subscribers)\n",
+		r.Connected, r.Failed, cfg.Rooms, cfg.Publishers, cfg.Subscribers)
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "  error: %s\n", e)
+	}
+	fmt.Fprintf(w, "join:       p50 %.0f ms  p95 %.0f ms  p99 %.0f ms\n", r.JoinMS.P50, r.JoinMS.P95, r.JoinMS.P99)
+	fmt.Fprintf(w, "packets:    sent %d, subscribers expected %d, received %d, lost %d (%.3f%%) over %.1f s\n",
+		r.PacketsSent, r.PacketsExpected, r.PacketsReceived, r.PacketsLost, 100*r.LossRatio, r.Seconds)
+	fmt.Fprintf(w, "bitrate:    in %.2f Mbps, out %.2f Mbps\n", r.BitrateInBps/1e6, r.BitrateOutBps/1e6)
+	fmt.Fprintf(w, "latency:    p50 %.2f ms  p99 %.2f ms  max %.2f ms (%d samples, publisher to subscriber through the server)\n",
+		r.LatencyMS.P50, r.LatencyMS.P99, r.LatencyMS.Max, r.LatencyMS.Samples)
+	if s := r.Server; s != nil {
+		fmt.Fprintf(w, "server:     %.2f CPU s (%.0f%% of a core), %.0f packets forwarded: %.2f µs CPU per forwarded packet, %.2f CPU s per million\n",
+			s.CPUSeconds, s.CPUPercent, s.PacketsForwarded, s.CPUPerPacketUS, s.CPUSecondsPerMillion)
+		fmt.Fprintf(w, "memory:     RSS %.0f MiB before the clients, %.0f MiB at most: %.0f KiB per subscribed track (%.0f tracks)\n",
+			s.RSSStartBytes/(1<<20), s.RSSMaxBytes/(1<<20), s.RSSPerSubscribedTrack/1024, s.SubscribedTracks)
+	}
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-rtc/parley/loadtest"
+)
+
+// TestLoadtestShort runs parley loadtest briefly against a whole server:
+// every client connects, loss on loopback is under 1%, latency was
+// measured, and the server's own CPU and memory were read from its
+// metrics (numbers from the run; nothing here asserts a speed).
+func TestLoadtestShort(t *testing.T) {
+	base, a := startServer(t, withKeys)
+	cfg := loadtest.Config{URL: base, Rooms: 2, Publishers: 1, Subscribers: 3, VideoBitrate: 500_000, Audio: true,
+		Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret, MetricsURL: "http://" + a.Metrics.String() + "/metrics", Loopback: true}
+	var progress strings.Builder
+	cfg.Progress = &progress
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := loadtest.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("progress:\n%s", progress.String())
+	if rep.Connected != 8 || rep.Failed != 0 {
+		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
+	}
+	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 {
+		t.Fatalf("received %d packets, loss %.3f%%", rep.PacketsReceived, 100*rep.LossRatio)
+	}
+	if rep.LatencyMS.Samples == 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.Max < rep.LatencyMS.P99 {
+		t.Fatalf("latency not measured: %+v", rep.LatencyMS)
+	}
+	s := rep.Server
+	if s == nil || s.CPUSeconds <= 0 || s.PacketsForwarded <= 0 || s.RSSMaxBytes <= 0 || s.SubscribedTracks != 12 {
+		t.Fatalf("server cost not measured: %+v", s)
+	}
+	if !strings.Contains(progress.String(), "clients 8/8") {
+		t.Fatalf("no progress lines: %q", progress.String())
+	}
+	t.Logf("%d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms, server %.1f µs CPU per forwarded packet",
+		rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99, s.CPUPerPacketUS)
+
+	// The command prints the same report, and refuses bad flags.
+	var out, errb strings.Builder
+	if code := realMain([]string{"loadtest", "--url", base, "--subscribers", "1", "--duration", "1s", "--video-bitrate", "fast"}, envOf(nil), &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "--video-bitrate") {
+		t.Fatalf("bad bitrate: %d %q", code, errb.String())
+	}
+}
