@@ -147,9 +147,13 @@ func (c *conn) readLoop() {
 	}
 }
 
+// writeLoop writes what send queues, and pings. It never closes the socket
+// itself: a failed write only shortens the reader's deadline, so that a
+// leave the client sent just before its connection broke is still read
+// (the owner closes the socket).
 func (c *conn) writeLoop() {
 	defer close(c.wdone)
-	defer c.ws.Close()
+	failed := func() { _ = c.ws.SetReadDeadline(time.Now().Add(time.Second)) }
 	ping := time.NewTicker(c.s.cfg.PingInterval)
 	defer ping.Stop()
 	for {
@@ -162,10 +166,12 @@ func (c *conn) writeLoop() {
 			}
 			_ = c.ws.SetWriteDeadline(deadline)
 			if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
+				failed()
 				return
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+				failed()
 				return
 			}
 		case <-c.done:
@@ -326,9 +332,9 @@ func (c *conn) handle(data []byte) {
 		c.fail(CodeBadRequest, err.Error(), websocket.ClosePolicyViolation)
 		return
 	}
-	if err != nil && typ != TypeJoin {
-		if c.part == nil && typ != "" {
-			c.fail(CodeNotJoined, "the first message must be join", websocket.ClosePolicyViolation)
+	if err != nil && (typ != TypeJoin || c.part != nil) {
+		if c.part == nil {
+			c.fail(CodeNotJoined, "the first message must be join (or resume)", websocket.ClosePolicyViolation)
 			return
 		}
 		code := CodeBadRequest

@@ -319,7 +319,9 @@ func TestBrowserTyping(t *testing.T) {
 // outbox (localStorage) and reaches Bob exactly once when she is back, even
 // for a message whose acknowledgement was lost; a pending message survives
 // a reload of her tab, which keeps her identity. Alice's page goes through
-// a proxy that the test cuts; her media goes straight to the server.
+// a proxy that the test cuts; her media goes straight to the server. Her
+// session and data channels survive the cut (she resumes), but the page
+// counts as offline for chat while its signaling socket is away.
 func TestBrowserChatOutbox(t *testing.T) {
 	requireChromium(t)
 	base, a := startServer(t)
@@ -339,6 +341,7 @@ func TestBrowserChatOutbox(t *testing.T) {
 	outboxKey := fmt.Sprintf("parley.outbox.%s.%s", room, aliceID)
 
 	if !t.Run("offline", func(t *testing.T) {
+		sid := selfField(t, alice, "sid")
 		proxy.cut()
 		alice.waitTrue(t, "alice reconnects", `window.parley.state === 'reconnecting' && !window.parley.dataOpen`, 5*time.Second)
 		openPanel(t, bob, "people")
@@ -365,6 +368,10 @@ func TestBrowserChatOutbox(t *testing.T) {
 
 		proxy.restore()
 		alice.waitTrue(t, "alice is back", `window.parley.state === 'connected' && window.parley.dataOpen`, 20*time.Second)
+		// The cut was shorter than the grace period: she resumed her session.
+		if got := selfField(t, alice, "sid"); got != sid {
+			t.Fatalf("alice is %s after the cut, want her session %s resumed", got, sid)
+		}
 		bob.waitTrue(t, "bob's roster shows alice online again", present(person(aliceID)+`[data-status="online"]`), 5*time.Second)
 		exactlyOnce(t, bob, "offline one", "Alice", 10*time.Second)
 		exactlyOnce(t, bob, "offline two", "Alice", 5*time.Second)

@@ -318,22 +318,30 @@ func TestBrowserCall(t *testing.T) {
 	})
 	shot(t, alice, "alice-call")
 
+	// A dropped WebSocket is resumed: bob keeps his session (sid), his
+	// peer connections and tiles, and the media never stopped.
 	t.Run("reconnect", func(t *testing.T) {
+		value[bool](t, bob, `(window.keptPC = window.parley.subscriberPC, true)`)
 		if n := dropSockets(t, bob); n != 1 {
 			t.Fatalf("bob had %d WebSockets, want 1", n)
 		}
 		bob.waitFor(t, "bob reconnects", `window.parley.state === 'reconnecting' ? 1 : 0`, 5*time.Second, func(v float64) bool { return v == 1 })
 		bob.waitFor(t, "bob is back", `window.parley.state === 'connected' ? 1 : 0`, 15*time.Second, func(v float64) bool { return v == 1 })
-		bob.waitFor(t, "bob decodes alice's video again", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 1 })
-		newSID := selfField(t, bob, "sid")
-		if newSID == bobSID {
-			t.Fatalf("bob kept session %s across a reconnect", newSID)
+		if sid := selfField(t, bob, "sid"); sid != bobSID {
+			t.Fatalf("bob is %s after the reconnect, want his session %s resumed", sid, bobSID)
 		}
-		bobSID = newSID
-		alice.waitFor(t, "alice shows bob's new tile only", tiles(`.tile:not(.local)[data-source="camera"]`)+` === 1 && `+
+		if !value[bool](t, bob, `window.parley.subscriberPC === window.keptPC`) {
+			t.Fatal("bob's subscriber connection was replaced: the session was not resumed")
+		}
+		before := bob.waitFor(t, "frames decoded", framesDecoded, 5*time.Second, func(float64) bool { return true })
+		bob.waitFor(t, "bob decodes alice's video still", framesDecoded, decodeTimeout, func(v float64) bool { return v > before+10 })
+		alice.waitFor(t, "alice still shows bob's one tile", tiles(`.tile:not(.local)[data-source="camera"]`)+` === 1 && `+
 			tiles(fmt.Sprintf(`[data-participant-sid=%q]`, bobSID))+` === 1 ? 1 : 0`, 10*time.Second, func(v float64) bool { return v == 1 })
-		before := alice.waitFor(t, "frames decoded", framesDecoded, 5*time.Second, func(float64) bool { return true })
-		alice.waitFor(t, "alice decodes bob's video again", framesDecoded, decodeTimeout, func(v float64) bool { return v > before+10 })
+		if left := value[string](t, alice, `JSON.stringify(window.parley.departures())`); left != "[]" {
+			t.Fatalf("alice was told that somebody left: %s", left)
+		}
+		before = alice.waitFor(t, "frames decoded", framesDecoded, 5*time.Second, func(float64) bool { return true })
+		alice.waitFor(t, "alice decodes bob's video still", framesDecoded, decodeTimeout, func(v float64) bool { return v > before+10 })
 	})
 
 	aliceScreen := tiles(fmt.Sprintf(`[data-participant-sid=%q][data-source="screen"]`, aliceSID))

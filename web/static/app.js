@@ -5,6 +5,7 @@
 
 import { Chat } from './chat.js';
 import { Presence } from './presence.js';
+import { inUse } from './icewatch.js';
 import { Session } from './session.js';
 import { getToken } from './token.js';
 import * as ui from './ui.js';
@@ -12,7 +13,18 @@ import * as ui from './ui.js';
 const { $ } = ui;
 const params = new URLSearchParams(location.search);
 
-const MAX_RECONNECTS = 5;
+// Reconnecting: exponential backoff with full jitter, so that a room whose
+// server went away does not come back all at once: attempt n waits
+// random(0, min(max, RETRY_BASE_MS * 2^n)). A dropped socket is resumed
+// while the server can still have the session (its grace period, 30 s by
+// default: resumes wait at most RESUME_MAX_MS, so as not to sleep through
+// much of it); after that, or when the resume is refused, the page joins
+// afresh (waiting at most JOIN_MAX_MS), at most MAX_REJOINS times in a row.
+const RETRY_BASE_MS = 500;
+const RESUME_MAX_MS = 5000;
+const JOIN_MAX_MS = 10000;
+const MAX_REJOINS = 8;
+const MAX_DEPARTURES = 200;
 
 // ---- application state -------------------------------------------------------
 
@@ -22,23 +34,33 @@ const app = {
   session: null, // the current Session
   camera: null, // MediaStream of our camera and microphone, or null
   screen: null, // MediaStream of our screen share, or null
-  attempts: 0, // reconnect attempts since the last successful join
+  attempts: 0, // reconnect attempts since the last successful join or resume
   retryTimer: 0,
+  retryAt: 0, // when the next attempt is due; 0 when none is scheduled
+  epoch: 0, // counts joins started, so that a superseded one gives up
   dataGrant: true, // the token allows chat and presence changes
+  departures: [], // participant_left as the server said it: {sid, identity, reason, at}
 };
 
+// setState shows the badge; "Retry now" shows while the signaling
+// connection is being retried.
 function setState(state, text) {
   app.state = state;
   ui.setState(state, text);
+  const s = app.session;
+  $('btn-retry').hidden = !(state === 'reconnecting' && app.join && !(s && s.live));
 }
 
 const localKey = (group) => ui.tileKey('local', group);
 
 // ---- presence and chat over the data channels ----------------------------------
 
+// Chat and presence count as offline while the signaling socket is away,
+// although the data channels stay: what is sent then waits in the outbox
+// and goes out when the session is resumed.
 const link = () => (app.session && app.session.data) || null;
-const isOnline = () => !!(link() && link().open);
-const sendData = (msg) => !!(link() && link().send(msg));
+const isOnline = () => !!(app.session && app.session.online);
+const sendData = (msg) => isOnline() && link().send(msg);
 
 const chat = new Chat({ send: sendData, isOnline, nameOf: (id) => presence.nameOf(id) });
 const presence = new Presence({ send: sendData, changed: (p) => chat.setPeople(p.entries(), p.self) });
@@ -72,8 +94,15 @@ function onData(msg) {
 // host is how a Session reports back.
 const host = {
   joined: onJoined,
+  dropped: sessionDropped,
+  resumed: onResumed,
   changed: updateState,
   closed: sessionClosed,
+  left: (s, d) => {
+    if (s !== app.session) return;
+    app.departures.push({ sid: d.sid, identity: d.identity, reason: d.reason || '', at: Date.now() });
+    if (app.departures.length > MAX_DEPARTURES) app.departures.shift();
+  },
   dataOpen: () => chat.render(),
   data: (s, msg) => { if (s === app.session) onData(msg); },
   dataClosed: () => chat.render(),
@@ -96,8 +125,8 @@ const host = {
 
 // onJoined shows our own tile and publishes our media.
 function onJoined(s, d) {
-  if (app.attempts > 0) ui.showMessage(''); // back after a reconnect
-  app.attempts = 0;
+  if (s !== app.session) return;
+  reconnected();
   $('room-label').textContent = d.room || s.room;
   $('controls').hidden = false;
   app.dataGrant = s.grants.data !== false;
@@ -128,22 +157,62 @@ function onJoined(s, d) {
 // the server has offered on it).
 function updateState() {
   const s = app.session;
-  if (!s || s.ended) return;
+  if (!s || s.ended) {
+    if (app.join && app.retryAt) setState('reconnecting'); // between two joins
+    return;
+  }
   if (!s.self) {
     setState(app.attempts > 0 ? 'reconnecting' : 'connecting');
     return;
   }
-  const inUse = (pc) => pc && (pc.getTransceivers().length > 0 || pc.remoteDescription || pc.localDescription);
+  if (!s.live) {
+    setState('reconnecting');
+    return;
+  }
   const states = [s.pub, s.sub].filter(inUse).map((pc) => pc.connectionState);
   if (states.some((x) => x === 'disconnected' || x === 'failed')) setState('reconnecting', 'media interrupted, reconnecting…');
   else if (states.some((x) => x === 'new' || x === 'connecting')) setState('connecting', 'connecting media…');
   else setState('connected');
 }
 
+// reconnected: joined or resumed; the retries start from scratch.
+function reconnected() {
+  if (app.attempts > 0) ui.showMessage(''); // back after a reconnect
+  app.attempts = 0;
+  clearRetry();
+}
+
+// sessionDropped: the socket dropped, the session (its connections,
+// tiles and data channels) stays; it is resumed on a new socket.
+function sessionDropped(s, ev) {
+  if (s !== app.session) return;
+  console.info('parley: the connection to the server dropped', ev.code, ev.reason || '');
+  chat.render();
+  updateControls();
+  scheduleRetry();
+}
+
+// onResumed: the session goes on; what the chat and presence held back
+// while offline goes out now.
+function onResumed(s, d) {
+  if (s !== app.session) return;
+  reconnected();
+  $('room-label').textContent = d.room || s.room;
+  app.dataGrant = s.grants.data !== false;
+  chat.setIdentity(s.self.identity, s.self.name);
+  chat.online();
+  presence.resync();
+  updateControls();
+  updateState();
+}
+
+// sessionClosed: the session is over. Unless that is final, the page
+// joins afresh, at once when the server refused to resume it.
 function sessionClosed(s, ev) {
   if (s !== app.session) return;
   app.session = null;
   updateControls();
+  chat.render();
   if (s.fatal || !app.join) {
     app.join = null;
     teardown();
@@ -153,19 +222,84 @@ function sessionClosed(s, ev) {
     return;
   }
   stopScreen();
-  if (app.attempts >= MAX_RECONNECTS) {
-    setState('disconnected');
-    ui.showMessage(`The connection to the server was lost${ev.reason ? ` (${ev.reason})` : ''}. Reload the page to join again.`);
+  if (s.resumeFailed) app.attempts = 0;
+  if (app.attempts >= MAX_REJOINS) {
+    giveUp(ev.reason);
     return;
   }
-  const delay = Math.min(1000 * 2 ** app.attempts, 8000);
+  scheduleRetry();
+}
+
+function scheduleRetry() {
+  clearTimeout(app.retryTimer);
+  const s = app.session;
+  const resuming = !!(s && s.self && !s.live);
+  let delay = Math.random() * Math.min(resuming ? RESUME_MAX_MS : JOIN_MAX_MS, RETRY_BASE_MS * 2 ** app.attempts);
   app.attempts++;
-  setState('reconnecting', `connection lost, retrying in ${Math.round(delay / 1000)} s…`);
-  app.retryTimer = setTimeout(() => {
-    if (!app.join) return;
-    app.session = new Session(app.join.token, app.join.room, host);
+  // A session the server has certainly ended by then is given up then.
+  if (resuming) delay = Math.max(0, Math.min(delay, s.graceLeft()));
+  app.retryAt = Date.now() + delay;
+  app.retryTimer = setTimeout(retryNow, delay);
+  updateState();
+}
+
+function clearRetry() {
+  clearTimeout(app.retryTimer);
+  app.retryTimer = 0;
+  app.retryAt = 0;
+}
+
+// retryNow makes the next attempt (the timer's, or "Retry now"): resume
+// the session while the server may still have it, else join afresh. An
+// attempt under way is started again.
+function retryNow() {
+  clearRetry();
+  if (!app.join) return;
+  const s = app.session;
+  if (s && s.live) return;
+  if (s && s.self && !s.graceOver()) {
+    s.reconnect();
     updateState();
-  }, delay);
+    return;
+  }
+  if (s) {
+    // The server has ended the session by now (or a join is under way).
+    if (s.self) {
+      console.info('parley: the session can no longer be resumed; joining afresh');
+      app.attempts = 0;
+    }
+    app.session = null;
+    s.end();
+    stopScreen();
+  }
+  rejoin();
+}
+
+// rejoin joins afresh with a new token (the tab keeps its identity).
+async function rejoin() {
+  const epoch = ++app.epoch;
+  const { room, name } = app.join;
+  setState('reconnecting');
+  let token;
+  try {
+    ({ token } = await getToken(room, name, params.get('token')));
+  } catch (e) {
+    if (epoch !== app.epoch || !app.join) return;
+    console.warn('parley: no token to join again:', e.message);
+    if (app.attempts >= MAX_REJOINS) giveUp(e.message);
+    else scheduleRetry();
+    return;
+  }
+  if (epoch !== app.epoch || !app.join || app.session) return;
+  app.join.token = token;
+  app.session = new Session(token, room, host);
+  updateState();
+}
+
+function giveUp(reason) {
+  clearRetry();
+  setState('disconnected');
+  ui.showMessage(`The connection to the server was lost${reason ? ` (${reason})` : ''}. Reload the page to join again.`);
 }
 
 // ---- local media --------------------------------------------------------------
@@ -210,7 +344,7 @@ function setMuted(kind, muted) {
   const s = app.session;
   const entry = s && s.senderFor(kind === 'video' ? 'camera' : 'microphone');
   const sid = entry && s.ownSids.get(entry.info.cid);
-  if (sid) s.send('mute', { track_sid: sid, muted });
+  if (sid) s.mute(sid, muted);
   const mine = ui.getTile(localKey('camera'));
   if (mine) {
     if (kind === 'video') mine.videoMuted = muted;
@@ -313,7 +447,8 @@ function updateControls() {
 // ---- joining and leaving --------------------------------------------------------
 
 async function join(room, name) {
-  clearTimeout(app.retryTimer);
+  clearRetry();
+  const epoch = ++app.epoch;
   $('lobby').hidden = true;
   $('room-label').textContent = room;
   setState('connecting');
@@ -327,9 +462,11 @@ async function join(room, name) {
     showLobby();
     return;
   }
+  if (epoch !== app.epoch) return;
   presence.start(identity);
   chat.start(room, identity, name);
   if (!app.camera) await openMedia();
+  if (epoch !== app.epoch) return;
   app.join = { room, name, token };
   app.attempts = 0;
   app.session = new Session(token, room, host);
@@ -339,7 +476,7 @@ async function join(room, name) {
 
 // teardown stops our media and empties the page.
 function teardown() {
-  clearTimeout(app.retryTimer);
+  clearRetry();
   stopScreen();
   if (app.camera) for (const t of app.camera.getTracks()) t.stop();
   app.camera = null;
@@ -355,6 +492,7 @@ function teardown() {
 
 function leave() {
   const s = app.session;
+  app.epoch++;
   app.join = null;
   app.session = null;
   if (s) s.leave();
@@ -391,6 +529,7 @@ $('btn-mic').addEventListener('click', () => { const t = localTrack('audio'); if
 $('btn-cam').addEventListener('click', () => { const t = localTrack('video'); if (t) setMuted('video', t.enabled); });
 $('btn-screen').addEventListener('click', () => (app.screen ? stopScreen() : startScreen()));
 $('btn-leave').addEventListener('click', leave);
+$('btn-retry').addEventListener('click', retryNow);
 $('sel-cam').addEventListener('change', (e) => switchDevice('video', e.target.value));
 $('sel-mic').addEventListener('change', (e) => switchDevice('audio', e.target.value));
 $('enable-audio').addEventListener('click', ui.playAll);
@@ -409,10 +548,15 @@ if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
   navigator.mediaDevices.addEventListener('devicechange', refreshDevices);
 }
 window.addEventListener('pagehide', () => { if (app.session) app.session.leave(); });
+// The browser says the network is back: no need to wait for the backoff.
+window.addEventListener('online', () => { if (app.retryAt) retryNow(); });
 
 // A read-only hook for tests and debugging.
 window.parley = Object.freeze({
   get state() { return app.state; },
+  // ms until the next reconnect attempt; -1 when none is scheduled.
+  get retryIn() { return app.retryAt ? Math.max(0, app.retryAt - Date.now()) : -1; },
+  departures: () => app.departures.map((x) => ({ ...x })),
   get self() { return app.session && app.session.self; },
   get publisherPC() { return app.session && app.session.pub; },
   get subscriberPC() { return app.session && app.session.sub; },

@@ -45,13 +45,21 @@ export class Presence {
     this.people.clear();
     for (const p of participants || []) if (p && p.identity) this.people.set(p.identity, p);
     const mine = this.people.get(this.self);
-    const fix = {};
     if (this.hand === null) this.hand = !!(mine && mine.hand); // a reload keeps what the server has
-    else if (mine && !!mine.hand !== this.hand) fix.hand = this.hand;
+    this.resync();
+    this.render();
+  }
+
+  // resync tells the server again what it may have lost of our own state
+  // (our hand, whether the page is hidden): after a new roster, and after
+  // a resumed session, whose changes made offline were not sent.
+  resync() {
+    const mine = this.people.get(this.self);
+    const fix = {};
+    if (this.hand !== null && mine && !!mine.hand !== this.hand) fix.hand = this.hand;
     const hidden = document.visibilityState === 'hidden';
     if (hidden || (mine && mine.status === 'away')) fix.away = hidden;
     if (Object.keys(fix).length > 0) this.send({ type: 'presence', ...fix });
-    this.render();
   }
 
   update(entry) {

@@ -1,10 +1,14 @@
 // One signaling session (docs/protocol.md): the WebSocket and its two peer
 // connections. The publisher connection carries our tracks and we offer on
 // it; the subscriber connection carries everyone else's and the server
-// offers on it, so negotiation never glares. A reconnect makes a new
-// Session; the local media belongs to the page and survives it.
+// offers on it, so negotiation never glares. When the socket drops, the
+// Session stays (its connections, tracks and data channels go on) and the
+// page resumes it on a new socket; a Session that cannot be resumed ends,
+// and the page joins afresh with a new one. The local media belongs to the
+// page and survives both.
 
 import { DataLink } from './datalink.js';
+import { IceWatch } from './icewatch.js';
 import { PROTOCOL, Signal, signalURL } from './signal.js';
 import * as ui from './ui.js';
 
@@ -25,6 +29,8 @@ const ERRORS = {
   shutting_down: 'The server is shutting down. Try again in a moment.',
   slow_client: 'This page did not keep up with the messages of the room.',
   draining: 'The server is restarting and takes no new participants. Trying again.',
+  rate_limited: 'This page sent the server too many messages.',
+  resume_failed: 'The session could not be resumed.',
   internal: 'The server had a problem.',
 };
 // Errors after which joining again with the same token cannot work.
@@ -41,6 +47,20 @@ const LEAVE_REASONS = {
 };
 
 const ANSWER_TIMEOUT_MS = 15000;
+// A new socket that is not resumed within this long is given up.
+const CONNECT_TIMEOUT_MS = 10000;
+// The server's default signaling.resume_grace, when joined does not say.
+const DEFAULT_GRACE_MS = 30000;
+// After a resume, the answer to our ping shows that every message the
+// server kept has arrived; it waits no longer than this.
+const BARRIER_TIMEOUT_MS = 3000;
+// A socket that leaves our ping unanswered for this many ping intervals
+// is taken for dead (the server's pong_timeout is three by default).
+const SILENT_INTERVALS = 3;
+// The server notices a dead socket within about this many ping intervals
+// (signaling.pong_timeout, 30 s by default), and its grace period starts
+// then: it may start well after the page noticed the drop.
+const DETECT_INTERVALS = 3;
 
 export const groupOf = (source) => (source === 'screen' || source === 'screen_audio' ? 'screen' : 'camera');
 
@@ -57,11 +77,14 @@ function msidTracks(sdp) {
 }
 
 // Session tells its host (the page) what happens:
-//   host.joined(session)       the server accepted us; the connections exist
+//   host.joined(session, d)    the server accepted us; the connections exist
+//   host.dropped(session, ev)  the socket dropped; the session waits for reconnect()
+//   host.resumed(session, d)   reconnect() worked: the session goes on
+//   host.closed(session, ev)   the session ended (socket closed, not resumable)
 //   host.changed()             a connection changed state
 //   host.updated(session)      an administrator changed our grants or name
 //   host.ownMuted(source, muted) the server says one of our tracks is (un)muted
-//   host.closed(session, ev)   the socket closed ({code, reason})
+//   host.left(session, d)      the server says a participant left (participant_left)
 //   host.dataOpen(session)     the "parley" data channel opened
 //   host.data(session, msg)    a message arrived on a data channel
 //   host.dataClosed(session)   the data channels closed
@@ -83,34 +106,78 @@ export class Session {
     this.pending = { publisher: [], subscriber: [] }; // candidates before their description
     this.pubBusy = false;
     this.pubAgain = false;
-    this.answer = null; // {resolve, reject} while an offer waits
+    this.pubRestart = false; // the next publisher offer restarts ICE
+    this.pubOwed = false; // an offer waits for the socket to come back
+    this.answer = null; // the offer that waits for its answer (see exchange)
     this.ended = false;
     this.fatal = false;
+    // Resuming (docs/protocol.md, "Resuming a session").
+    this.resumeToken = '';
+    this.graceMs = DEFAULT_GRACE_MS;
+    this.droppedAt = 0; // when the socket dropped; 0 while it is up
+    this.resuming = false; // a resume is under way on the current socket
+    this.resumeFailed = false; // the server refused to resume: join afresh
+    this.gone = false; // the server sent leave: the session is over
+    this.resumes = 0;
+    this.connectTimer = 0;
+    this.keepalive = 0;
+    this.pingMs = 10000;
+    this.pingedAt = 0; // when the keepalive sent its last ping
+    this.barrier = null; // {ts, done} while a resume waits for the kept messages
+    this.owed = { answer: false, candidates: [], mutes: new Map() }; // what the socket lost
+    this.ice = new IceWatch({
+      peer: (target) => (target === 'publisher' ? this.pub : this.sub),
+      canSignal: () => this.live,
+      restart: (target) => this.restartIce(target),
+    });
     this.signal = new Signal(signalURL(), {
-      onOpen: () => this.signal.send('join', { token: this.token, protocol: PROTOCOL, room: this.room }),
+      onOpen: () => this.opened(),
       onMessage: (type, data) => this.handle(type, data),
-      onClose: (ev) => this.closed(ev),
+      onClose: (ev) => this.socketClosed(ev),
     });
   }
 
+  // live: the session has a socket the server took (joined or resumed).
+  get live() {
+    return !this.ended && this.signal.ready;
+  }
+
+  // online: chat and presence may be sent: the socket is live and the
+  // "parley" data channel open. While the socket is away the page counts
+  // as offline (the server shows it so), though the channel stays.
+  get online() {
+    return this.live && !!this.data && this.data.open;
+  }
+
+  // send sends one message and says whether it went out (not while the
+  // socket is down).
   send(type, data) {
-    this.signal.send(type, data);
+    return this.signal.send(type, data);
+  }
+
+  opened() {
+    if (this.resuming) this.signal.sendNow('resume', { token: this.resumeToken, protocol: PROTOCOL });
+    else this.signal.sendNow('join', { token: this.token, protocol: PROTOCOL, room: this.room });
   }
 
   async handle(type, d) {
+    if (this.ended) return undefined;
     switch (type) {
       case 'joined': return this.onJoined(d);
+      case 'resumed': return this.onResumed(d);
       case 'answer': return this.onAnswer(d);
       case 'offer': return this.onOffer(d);
       case 'candidate': return this.onCandidate(d);
       case 'participant_joined': return this.addParticipant(d.participant);
-      case 'participant_left': return this.removeParticipant(d.sid);
+      case 'participant_left':
+        this.host.left(this, d);
+        return this.removeParticipant(d.sid);
       case 'track_published': return this.onTrackPublished(d.participant_sid, d.track);
       case 'track_unpublished': return this.onTrackUnpublished(d);
       case 'track_muted': return this.onTrackMuted(d);
       case 'participant_updated': return this.onUpdated(d);
-      case 'ping': return this.send('pong', { ts: d.ts });
-      case 'pong': return undefined;
+      case 'ping': return this.signal.sendNow('pong', { ts: d.ts });
+      case 'pong': return this.onPong(d);
       case 'leave': return this.onLeave(d);
       case 'error': return this.onError(d);
       default: console.warn('parley: unknown message', type, d);
@@ -121,8 +188,11 @@ export class Session {
   // ---- joining ----
 
   onJoined(d) {
+    if (this.self) return; // joined once already
     this.self = d.participant;
     this.grants = d.grants || {};
+    this.keepResume(d);
+    this.signal.ready = true;
     const iceServers = d.ice_servers || [];
     this.pub = this.newPeer('publisher', iceServers);
     this.sub = this.newPeer('subscriber', iceServers);
@@ -135,7 +205,16 @@ export class Session {
     });
     this.sub.ondatachannel = (e) => this.data.attach(e.channel);
     for (const p of d.participants || []) this.addParticipant(p);
+    this.startKeepalive();
     this.host.joined(this, d);
+  }
+
+  // keepResume notes what joined or resumed says about resuming; without a
+  // resume_token (an older server) a dropped socket ends the session.
+  keepResume(d) {
+    if (d.resume_token) this.resumeToken = d.resume_token;
+    if (d.resume_grace_ms > 0) this.graceMs = d.resume_grace_ms;
+    if (d.ping_interval_ms > 0) this.pingMs = d.ping_interval_ms;
   }
 
   newPeer(target, iceServers) {
@@ -144,9 +223,13 @@ export class Session {
     if (new URLSearchParams(location.search).get('relay') === '1') config.iceTransportPolicy = 'relay';
     const pc = new RTCPeerConnection(config);
     pc.addEventListener('icecandidate', (e) => {
-      this.send('candidate', { target, candidate: e.candidate ? e.candidate.toJSON() : null });
+      const msg = { target, candidate: e.candidate ? e.candidate.toJSON() : null };
+      if (!this.send('candidate', msg)) this.owed.candidates.push(msg);
     });
-    pc.addEventListener('connectionstatechange', () => this.host.changed());
+    pc.addEventListener('connectionstatechange', () => {
+      if (!this.ended) this.ice.changed(target);
+      this.host.changed();
+    });
     pc.addEventListener('signalingstatechange', () => this.host.changed());
     return pc;
   }
@@ -164,6 +247,178 @@ export class Session {
     ui.removeTiles((t) => !t.local && t.el.dataset.participantSid === sid);
   }
 
+  // ---- the socket drops and comes back ----
+
+  // socketClosed: a dropped socket leaves a resumable session waiting for
+  // reconnect(); otherwise the session ends.
+  socketClosed(ev) {
+    if (this.ended) return;
+    clearTimeout(this.connectTimer);
+    clearInterval(this.keepalive);
+    if (ev.code === 4001) {
+      // Another socket resumed this session ("resumed elsewhere"): it is
+      // theirs now, and joining again would take it back.
+      this.fatal = true;
+      ui.showMessage('This session was taken over by another connection.', 'info');
+    }
+    const resumable = !!this.self && !!this.resumeToken && !this.fatal && !this.gone && !this.resumeFailed;
+    if (!resumable) {
+      this.closed(ev);
+      return;
+    }
+    if (!this.droppedAt) this.droppedAt = Date.now();
+    this.resuming = false;
+    this.barrier = null;
+    if (this.answer) clearTimeout(this.answer.timer); // no answer can come now
+    this.ice.stop();
+    this.host.dropped(this, ev);
+  }
+
+  // graceOver: the server has certainly ended the session (its grace
+  // period has passed since the socket dropped, even if the server noticed
+  // the drop late); resuming is pointless. Before that a resume is tried,
+  // and the server's resume_failed ends the session at once.
+  graceOver() {
+    return this.graceLeft() <= 0;
+  }
+
+  // graceLeft: ms until graceOver (Infinity while the socket is up).
+  graceLeft() {
+    if (!this.droppedAt) return Infinity;
+    return this.droppedAt + this.graceMs + DETECT_INTERVALS * this.pingMs - Date.now();
+  }
+
+  // reconnect opens a new socket that resumes the session; the host hears
+  // resumed, dropped (try again later) or closed (join afresh).
+  reconnect() {
+    if (this.ended || this.live) return;
+    this.resuming = true;
+    this.signal.connect();
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      if (!this.live) this.signal.abort('no answer from the server');
+    }, CONNECT_TIMEOUT_MS);
+  }
+
+  // onResumed: the server kept the session. The participants are as they
+  // are now; the messages kept meanwhile follow, in order, and are handled
+  // as usual. What the socket lost is sent again.
+  onResumed(d) {
+    if (!this.resuming) {
+      console.warn('parley: resumed without a resume');
+      return;
+    }
+    this.resuming = false;
+    this.droppedAt = 0;
+    this.resumes++;
+    clearTimeout(this.connectTimer);
+    this.keepResume(d);
+    this.signal.ready = true;
+    if (d.grants) this.grants = d.grants;
+    if (d.participant) this.self = { ...this.self, ...d.participant };
+    for (const pc of [this.pub, this.sub]) {
+      try {
+        pc.setConfiguration({ ...pc.getConfiguration(), iceServers: d.ice_servers || [] });
+      } catch (e) {
+        console.warn('parley: new ICE servers', e);
+      }
+    }
+    this.reconcile(d.participant, d.participants || []);
+    // Our answer to a subscriber offer that did not go out. The server
+    // sends no other offer before it has it.
+    if (this.owed.answer && this.sub.signalingState === 'stable' && this.sub.localDescription) {
+      this.owed.answer = !this.send('answer', { sdp: this.sub.localDescription.sdp });
+    }
+    const candidates = this.owed.candidates.splice(0);
+    for (const msg of candidates) this.send('candidate', msg);
+    this.startKeepalive();
+    this.host.resumed(this, d);
+    this.afterResume(this.resumes);
+  }
+
+  // reconcile brings participants and tracks to what resumed says: who
+  // left meanwhile goes, who came appears, tracks come, go and (un)mute.
+  reconcile(self, others) {
+    const now = new Map(others.map((p) => [p.sid, p]));
+    for (const sid of [...this.participants.keys()]) if (!now.has(sid)) this.removeParticipant(sid);
+    for (const p of [self, ...others]) {
+      if (!p) continue;
+      const live = new Set((p.tracks || []).map((t) => t.sid));
+      for (const [tsid, t] of [...this.tracks]) {
+        if (t.psid === p.sid && !live.has(tsid)) this.onTrackUnpublished({ participant_sid: p.sid, track_sid: tsid });
+      }
+    }
+    // Our own tracks as the server has them; a mute we changed meanwhile
+    // is sent again once the kept messages are in (afterResume).
+    for (const tr of (self && self.tracks) || []) {
+      this.tracks.set(tr.sid, { psid: self.sid, info: tr });
+      this.ownSids.set(tr.cid, tr.sid);
+    }
+    for (const p of others) this.addParticipant(p);
+  }
+
+  // afterResume waits until the kept messages are in (the server answers
+  // our ping after them), then retries what the drop interrupted: an offer
+  // that got no answer is sent again, mutes set meanwhile are sent, and a
+  // connection that is not connected has its ICE restarted.
+  async afterResume(resumes) {
+    await new Promise((done) => {
+      const ts = Date.now();
+      this.barrier = { ts, done };
+      if (!this.send('ping', { ts })) done();
+      setTimeout(done, BARRIER_TIMEOUT_MS);
+    });
+    this.barrier = null;
+    if (this.ended || !this.live || resumes !== this.resumes) return;
+    for (const [sid, muted] of this.owed.mutes) {
+      const t = this.tracks.get(sid);
+      if (t && t.info.muted !== muted) this.send('mute', { track_sid: sid, muted });
+    }
+    this.owed.mutes.clear();
+    // The offer stays our local description: the server may never have
+    // had it, or applied it and its answer was lost. The same offer suits
+    // both (a rolled back, new offer would renumber new m-lines, which a
+    // server that applied the lost one refuses).
+    if (this.answer) this.answer.send();
+    else if (this.pubOwed) this.negotiate();
+    this.ice.checkAll(true);
+  }
+
+  onPong(d) {
+    if (this.barrier && d.ts === this.barrier.ts) this.barrier.done();
+  }
+
+  // startKeepalive pings the server every ping interval; a socket that
+  // leaves a ping unanswered for a few intervals is dead (a laptop that
+  // slept, a network that changed, a half-open connection): it is dropped
+  // and the session resumed.
+  startKeepalive() {
+    clearInterval(this.keepalive);
+    this.pingedAt = 0;
+    this.keepalive = setInterval(() => {
+      if (!this.live) return;
+      const now = Date.now();
+      const unanswered = this.pingedAt && this.signal.heardAt < this.pingedAt;
+      if (!unanswered) {
+        this.pingedAt = now;
+        this.send('ping', { ts: now });
+      } else if (now - this.pingedAt > SILENT_INTERVALS * this.pingMs) {
+        this.signal.abort('the server stopped answering');
+      }
+    }, this.pingMs);
+  }
+
+  // restartIce restarts ICE on one connection (IceWatch decides when):
+  // we offer anew on the publisher connection, the server on the other.
+  restartIce(target) {
+    if (target === 'publisher') {
+      this.pubRestart = true;
+      this.negotiate();
+    } else {
+      this.send('ice_restart', { target: 'subscriber' });
+    }
+  }
+
   // ---- publishing ----
 
   addSender(track, stream, source) {
@@ -177,8 +432,16 @@ export class Session {
     return null;
   }
 
+  // mute tells the server one of our tracks is (un)muted; said while the
+  // socket is down, it is said again after the resume.
+  mute(trackSid, muted) {
+    if (this.send('mute', { track_sid: trackSid, muted })) this.owed.mutes.delete(trackSid);
+    else this.owed.mutes.set(trackSid, muted);
+  }
+
   // negotiate sends an offer on the publisher connection, one at a time:
   // a change made while an offer is out is sent once its answer is in.
+  // While the socket is down the offer waits for the resume.
   async negotiate() {
     if (!this.pub || this.ended) return;
     if (this.pubBusy) {
@@ -189,15 +452,16 @@ export class Session {
     try {
       do {
         this.pubAgain = false;
-        const offer = await this.pub.createOffer();
+        if (!this.live) {
+          this.pubOwed = true; // afterResume negotiates
+          return;
+        }
+        this.pubOwed = false;
+        const iceRestart = this.pubRestart;
+        this.pubRestart = false;
+        const offer = await this.pub.createOffer(iceRestart ? { iceRestart } : undefined);
         await this.pub.setLocalDescription(offer);
-        const tracks = this.describeTracks(msidTracks(this.pub.localDescription.sdp));
-        const answered = new Promise((resolve, reject) => {
-          this.answer = { resolve, reject };
-          setTimeout(() => reject(new Error('the server did not answer the offer')), ANSWER_TIMEOUT_MS);
-        });
-        this.send('offer', { sdp: this.pub.localDescription.sdp, tracks });
-        const sdp = await answered;
+        const sdp = await this.exchange();
         if (this.ended) return;
         await this.pub.setRemoteDescription({ type: 'answer', sdp });
         await this.flushCandidates('publisher');
@@ -213,6 +477,32 @@ export class Session {
       this.answer = null;
       this.pubBusy = false;
     }
+  }
+
+  // exchange sends our local offer and resolves with the server's answer.
+  // The offer is sent again (send()) after a resume that did not bring
+  // its answer; the timeout runs only while the socket is up.
+  exchange() {
+    return new Promise((resolve, reject) => {
+      const entry = { timer: 0 };
+      const finish = (f) => (v) => {
+        clearTimeout(entry.timer);
+        if (this.answer === entry) this.answer = null;
+        f(v);
+      };
+      entry.resolve = finish(resolve);
+      entry.reject = finish(reject);
+      entry.send = () => {
+        clearTimeout(entry.timer);
+        if (this.answer !== entry || this.ended) return;
+        const sdp = this.pub.localDescription.sdp;
+        const tracks = this.describeTracks(msidTracks(sdp));
+        if (!this.send('offer', { sdp, tracks })) return; // sent after the resume
+        entry.timer = setTimeout(() => entry.reject(new Error('the server did not answer the offer')), ANSWER_TIMEOUT_MS);
+      };
+      this.answer = entry;
+      entry.send();
+    });
   }
 
   // describeTracks lists what the offer sends: every live sendonly
@@ -242,7 +532,8 @@ export class Session {
       await this.flushCandidates('subscriber');
       const answer = await this.sub.createAnswer();
       await this.sub.setLocalDescription(answer);
-      this.send('answer', { sdp: this.sub.localDescription.sdp });
+      // Not sent (the socket is down): sent when it is resumed.
+      this.owed.answer = !this.send('answer', { sdp: this.sub.localDescription.sdp });
     } catch (e) {
       console.error('parley: subscriber offer', e);
       ui.showMessage(`Could not receive the others' media: ${e.message}`);
@@ -301,7 +592,7 @@ export class Session {
       // A mute toggled before the server knew the track.
       const s = [...this.senders.values()].find((i) => i.cid === track.cid);
       const local = s && this.senderFor(s.source)?.sender.track;
-      if (local && local.enabled === track.muted) this.send('mute', { track_sid: track.sid, muted: !local.enabled });
+      if (local && local.enabled === track.muted) this.mute(track.sid, !local.enabled);
       return;
     }
     const p = this.participants.get(psid);
@@ -355,6 +646,7 @@ export class Session {
   // onLeave: the server ends the session. Being replaced or removed is
   // final; after a shutdown or a failed connection the page joins again.
   onLeave(d) {
+    this.gone = true;
     const final = d.reason === 'duplicate_identity' || d.reason === 'removed' || d.reason === 'room_closed';
     if (final) this.fatal = true;
     const text = LEAVE_REASONS[d.reason] || `The server ended the session (${d.reason || 'closed'}).`;
@@ -362,14 +654,33 @@ export class Session {
   }
 
   onError(d) {
-    const human = ERRORS[d.code] || 'The server reported an error.';
     console.warn('parley: server error', d.code, d.message);
+    // Any refusal of a resume (an older server says not_joined) means: join
+    // afresh. The server closes the socket next.
+    if (this.resuming || d.code === 'resume_failed') {
+      this.resumeFailed = true;
+      return;
+    }
+    // request names the message refused; older servers start the text
+    // with it ("offer: …").
+    const about = d.request || (d.message || '').split(':')[0];
+    if (d.code === 'rate_limited') {
+      // That message was ignored: an offer or answer is sent again.
+      if (about === 'offer' && this.answer) setTimeout(() => this.answer && this.answer.send(), 1000);
+      if (about === 'answer') {
+        this.owed.answer = true;
+        setTimeout(() => {
+          if (this.owed.answer && this.live && this.sub.signalingState === 'stable') {
+            this.owed.answer = !this.send('answer', { sdp: this.sub.localDescription.sdp });
+          }
+        }, 1000);
+      }
+      return;
+    }
+    const human = ERRORS[d.code] || 'The server reported an error.';
     ui.showMessage(`${human}${d.message ? ` (${d.code}: ${d.message})` : ` (${d.code})`}`);
     if (FATAL.has(d.code)) this.fatal = true;
-    // The protocol does not say which message an error answers; the server
-    // starts the text with the message type ("offer: …").
-    const aboutOffer = !d.message || d.message.startsWith('offer');
-    if (OFFER_REFUSED.has(d.code) && aboutOffer && this.answer) this.answer.reject(new Error(d.message || d.code));
+    if (OFFER_REFUSED.has(d.code) && (about === 'offer' || !d.message) && this.answer) this.answer.reject(new Error(d.message || d.code));
   }
 
   // ---- ending ----
@@ -379,10 +690,16 @@ export class Session {
     this.host.closed(this, ev);
   }
 
-  // end closes the peer connections and forgets the remote tiles.
+  // end closes the socket and the peer connections and forgets the remote
+  // tiles; the host is not told.
   end() {
     if (this.ended) return;
     this.ended = true;
+    this.signal.close(1000, 'ended');
+    clearTimeout(this.connectTimer);
+    clearInterval(this.keepalive);
+    this.ice.stop();
+    if (this.barrier) this.barrier.done();
     if (this.answer) this.answer.reject(new Error('session ended'));
     if (this.data) this.data.close();
     for (const pc of [this.pub, this.sub]) if (pc) pc.close();
