@@ -37,9 +37,9 @@ type envelope struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// newAPI is a pion API like a browser's: default codecs and interceptors
-// (NACK, reports, TWCC), loopback candidates allowed.
-func newAPI(loopback bool) (*webrtc.API, error) {
+// NewAPI is a pion API like a browser's: default codecs and interceptors
+// (NACK, reports, TWCC); with loopback, ICE uses loopback addresses only.
+func NewAPI(loopback bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, err

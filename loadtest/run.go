@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := newAPI(cfg.Loopback)
+	api, err := NewAPI(cfg.Loopback)
 	if err != nil {
 		return nil, err
 	}

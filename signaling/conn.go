@@ -237,26 +237,21 @@ func (c *conn) finish(reason string, closeCode int, closeText string) {
 
 func (c *conn) readFailed(err error) {
 	var ce *websocket.CloseError
-	switch {
-	case errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig, errors.Is(err, websocket.ErrReadLimit):
-		// The client broke the protocol: no resume.
+	tooBig := errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig || errors.Is(err, websocket.ErrReadLimit)
+	if tooBig {
 		c.log.Info("message over the size limit; closed", "limit", c.s.cfg.MaxMessageBytes)
-		if c.sess != nil {
-			c.s.dropSession(c.sess)
-			c.sess = nil
-		}
-	default:
+	} else {
 		c.log.Debug("socket closed", "err", err)
 	}
 	c.finished = true
 	_ = c.ws.Close()
-	// The participant stays, resumable, for the grace period.
-	if c.sess != nil && c.s.detach(c.sess, c) {
-		c.log.Info("socket dropped; the session can be resumed", "grace", c.s.cfg.ResumeGrace)
-		return
-	}
-	if c.part != nil && c.sess == nil {
+	switch {
+	case c.sess == nil: // not joined, or the session moved to another socket
+	case tooBig: // the client broke the protocol: no resume
+		c.s.dropSession(c.sess)
 		c.part.Leave("disconnected")
+	case c.s.detach(c.sess, c): // resumable for the grace period
+		c.log.Info("socket dropped; the session can be resumed", "grace", c.s.cfg.ResumeGrace)
 	}
 }
 
@@ -328,20 +323,19 @@ func (c *conn) handle(data []byte) {
 			return
 		}
 	}
-	if err != nil && (typ == TypeResume && c.part == nil) {
-		c.fail(CodeBadRequest, err.Error(), websocket.ClosePolicyViolation)
-		return
-	}
-	if err != nil && (typ != TypeJoin || c.part != nil) {
-		if c.part == nil {
+	if err != nil {
+		switch {
+		case c.part != nil: // in a session: answer, stay open
+			code := CodeBadRequest
+			if errors.Is(err, errUnknownType) {
+				code = CodeUnknownType
+			}
+			c.bad(typ, code, err.Error())
+		case typ == TypeJoin || typ == TypeResume:
+			c.fail(CodeBadRequest, err.Error(), websocket.ClosePolicyViolation)
+		default:
 			c.fail(CodeNotJoined, "the first message must be join (or resume)", websocket.ClosePolicyViolation)
-			return
 		}
-		code := CodeBadRequest
-		if errors.Is(err, errUnknownType) {
-			code = CodeUnknownType
-		}
-		c.bad(typ, code, err.Error())
 		return
 	}
 	if c.part == nil && typ != TypeJoin && typ != TypeResume {
@@ -389,11 +383,8 @@ func (c *conn) handle(data []byte) {
 		c.send(TypePong, m)
 		return
 	default:
-		switch typ {
-		case TypeLeave:
+		if typ == TypeLeave {
 			c.finish("left", websocket.CloseNormalClosure, "left")
-		case TypeJoin:
-			c.fail(CodeBadRequest, err.Error(), websocket.ClosePolicyViolation)
 		}
 		return
 	}

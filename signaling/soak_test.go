@@ -117,8 +117,8 @@ func (r resources) String() string {
 // file descriptors (clients included: they live in this process) are back
 // where they were after a warm-up cycle.
 func TestChurnSoak(t *testing.T) {
-	if testing.Short() {
-		t.Skip("soak test")
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skip("soak test (runs without -short, and always in CI)")
 	}
 	const (
 		nRooms      = 20
