@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -37,6 +38,10 @@ type Config struct {
 	// ICEFailGrace is how long a connection whose ICE failed may take to
 	// be restarted by its client before it is reported failed.
 	ICEFailGrace time.Duration
+	// Net, when set, replaces the host network (tests: pion's vnet, to
+	// simulate loss, delay and bandwidth limits). ICE-TCP needs the host
+	// network: TCPPort must be 0.
+	Net transport.Net
 }
 
 // Validate checks the config and names the first bad key.
@@ -55,6 +60,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%w: rtc.public_ips: %q is not an IP address", ErrBadConfig, ip)
 		}
 	}
+	if c.Net != nil && c.TCPPort != 0 {
+		return fmt.Errorf("%w: rtc.tcp_port: ICE-TCP needs the host network", ErrBadConfig)
+	}
 	return nil
 }
 
@@ -62,7 +70,7 @@ func (c *Config) Validate() error {
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
-	conn   *net.UDPConn
+	conn   net.PacketConn
 	mux    *ice.UDPMuxDefault
 	tcpL   net.Listener
 	tcpMux *ice.TCPMuxDefault
@@ -81,13 +89,23 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if cfg.ListenIP != "" {
 		addr.IP = net.ParseIP(cfg.ListenIP)
 	}
-	conn, err := net.ListenUDP("udp", addr)
+	var conn net.PacketConn
+	var err error
+	if cfg.Net != nil {
+		conn, err = cfg.Net.ListenUDP("udp4", addr)
+	} else {
+		var uc *net.UDPConn
+		uc, err = net.ListenUDP("udp", addr)
+		if err == nil {
+			_ = uc.SetReadBuffer(4 << 20)
+			_ = uc.SetWriteBuffer(4 << 20)
+			conn = uc
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sfu: cannot open media port udp %s (rtc.udp_port; is another server using it?): %w", addr, err)
 	}
-	_ = conn.SetReadBuffer(4 << 20)
-	_ = conn.SetWriteBuffer(4 << 20)
-	e := &Engine{cfg: cfg, log: log, conn: conn, mux: ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn})}
+	e := &Engine{cfg: cfg, log: log, conn: conn, mux: ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Net: cfg.Net})}
 	e.stats.init()
 	if cfg.TCPPort != 0 {
 		taddr := &net.TCPAddr{IP: addr.IP, Port: max(cfg.TCPPort, 0)}
@@ -139,6 +157,9 @@ func (e *Engine) newPeerConnection(wire *atomic.Uint64) (*webrtc.PeerConnection,
 	}
 	se := webrtc.SettingEngine{}
 	se.SetICEUDPMux(e.mux)
+	if e.cfg.Net != nil {
+		se.SetNet(e.cfg.Net)
+	}
 	types := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if e.tcpMux != nil {
 		se.SetICETCPMux(e.tcpMux)
