@@ -207,7 +207,7 @@ type candidate struct {
 	d      *DownTrack
 	t      *Track
 	layers []int // the track's layers up to the desired one, lowest first
-	pick   int   // index into layers; -1: nothing fits
+	pick   int   // index into layers
 }
 
 // allocation is the outcome of one round, for probing and tests.
@@ -256,13 +256,12 @@ func allocate(downs []*DownTrack, estimate int64, now int64) allocation {
 	}
 	rate := func(c *candidate, k int) int64 { return int64(c.t.layer(c.layers[k]).Bitrate()) }
 	for i := range cands {
+		// Every video gets its lowest layer, even over the estimate: a
+		// picture beats none, and the estimate cannot grow without
+		// traffic. The estimate decides the upgrades.
 		c := &cands[i]
-		if r := rate(c, 0); r <= budget || i == 0 {
-			// The first video always gets its lowest layer: a picture
-			// beats none, and the estimate cannot grow without traffic.
-			c.pick = 0
-			budget -= r
-		}
+		c.pick = 0
+		budget -= rate(c, 0)
 	}
 	for changed := true; changed; {
 		changed = false
