@@ -112,7 +112,7 @@ type DownTrack struct {
 	loss    atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
 
 	onREMB func(bps uint64) // the subscriber connection's estimate
-	pacer  *passPacer        // the subscriber connection's, to route RTX
+	pacer  *passPacer       // the subscriber connection's, to route RTX
 
 	closed    chan struct{}
 	closeOnce sync.Once

@@ -42,8 +42,8 @@ type Track struct {
 	lmu    sync.Mutex // serializes changes to layers
 	layers [maxLayers]atomic.Pointer[Layer]
 
-	amu  sync.Mutex                   // serializes changes to all
-	all  atomic.Pointer[[]*DownTrack] // every subscriber, whatever its layer
+	amu   sync.Mutex                   // serializes changes to all
+	all   atomic.Pointer[[]*DownTrack] // every subscriber, whatever its layer
 	muted atomic.Bool
 
 	// audio level (RFC 6464), summed between two AudioLevel calls
