@@ -150,8 +150,8 @@ func TestActiveSpeaker(t *testing.T) {
 	})
 	t.Logf("alice reported after %s", time.Since(start).Round(time.Millisecond))
 	sp, _ := carol.speakers()
-	if sp[0].SID != alice.sid() || sp[0].Level < 0.7 || sp[0].Level > 1 {
-		t.Fatalf("alice's entry %+v: want her sid and a level near 0.83", sp[0])
+	if sp[0].SID != alice.sid() || sp[0].Level <= 0 || sp[0].Level > 1 {
+		t.Fatalf("alice's entry %+v: want her sid and a level in (0, 1]", sp[0])
 	}
 	waitFor(t, time.Second, "bob, another participant, hears the same", func() bool {
 		sp, _ := bob.speakers()
