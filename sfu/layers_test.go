@@ -516,3 +516,53 @@ func BenchmarkForwardSimulcast(b *testing.B) {
 		drain(d)
 	}
 }
+
+// TestDynacast: the publisher is told to pause the layers no subscriber
+// wants, after a hold, and to resume one as soon as somebody wants it.
+func TestDynacast(t *testing.T) {
+	tr := simTrack()
+	var got [][]string
+	tr.OnLayers(func(rids []string) { got = append(got, rids) })
+	d1, d2 := NewDownTrack(tr, "a"), NewDownTrack(tr, "b")
+	tr.addDown(d1)
+	tr.addDown(d2)
+	d1.want.Store(0)
+	d2.want.Store(1)
+	now := time.Now()
+	tr.lastLayer.Store(now.Add(-time.Minute).UnixNano()) // not just published
+	tr.updateActive(now)
+	if len(got) != 1 || len(got[0]) != 2 || got[0][0] != "q" || got[0][1] != "h" {
+		// f was never wanted since the track started
+		t.Fatalf("first update %v, want [[q h]]", got)
+	}
+	d2.want.Store(0)
+	tr.updateActive(now.Add(time.Second))
+	if len(got) != 1 {
+		t.Fatalf("h paused before the hold: %v", got)
+	}
+	tr.updateActive(now.Add(dynacastHold + time.Second))
+	if len(got) != 2 || len(got[1]) != 1 || got[1][0] != "q" {
+		t.Fatalf("after the hold %v, want [q]", got)
+	}
+	d1.want.Store(2)
+	tr.updateActive(now.Add(dynacastHold + 2*time.Second))
+	if len(got) != 3 || len(got[2]) != 2 || got[2][1] != "f" {
+		t.Fatalf("f wanted again: %v", got)
+	}
+	// Nobody at all: every layer paused, after the hold.
+	tr.removeDown(d1)
+	tr.removeDown(d2)
+	tr.updateActive(now.Add(3 * dynacastHold))
+	if last := got[len(got)-1]; len(last) != 0 {
+		t.Fatalf("no subscribers: %v, want []", last)
+	}
+	// A track that was just published keeps every layer on.
+	fresh := simTrack()
+	var calls int
+	fresh.OnLayers(func([]string) { calls++ })
+	fresh.lastLayer.Store(time.Now().UnixNano())
+	fresh.updateActive(time.Now())
+	if calls != 0 {
+		t.Fatal("a fresh track's layers were paused")
+	}
+}
