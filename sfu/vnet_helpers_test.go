@@ -251,6 +251,20 @@ func localDescription(pc *webrtc.PeerConnection, d webrtc.SessionDescription) (s
 	return pc.LocalDescription().SDP, nil
 }
 
+// waitFor polls cond until it holds or d has passed.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // waitConnected waits (bounded) for a client connection to connect.
 func waitConnected(t *testing.T, name string, pc *webrtc.PeerConnection, connected <-chan struct{}) {
 	t.Helper()
@@ -581,8 +595,9 @@ type vnetRecv struct {
 	keyed     bool         // a keyframe was read: the decoder can start
 	firstKey  int64        // its extended sequence number
 	keyAt     time.Time
-	beforeKey int       // packets read before it (undecodable)
-	keys      []vnetKey // every keyframe start read, in arrival order
+	beforeKey int            // packets read before it (undecodable)
+	keys      []vnetKey      // every keyframe start read, in arrival order
+	perSec    []map[byte]int // unique packets per layer in each second since the lab started
 }
 
 type vnetKey struct {
@@ -651,6 +666,11 @@ func (r *vnetRecv) add(seq uint16, layer byte, key bool) {
 	if _, dup := r.layers[ext]; !dup {
 		r.layers[ext] = layer
 		r.perLayer[layer]++
+		sec := int(now.Sub(r.start) / time.Second)
+		for len(r.perSec) <= sec {
+			r.perSec = append(r.perSec, map[byte]int{})
+		}
+		r.perSec[sec][layer]++
 	}
 	if ext < r.first {
 		r.first = ext
@@ -683,6 +703,19 @@ func (r *vnetRecv) count(layer byte) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.perLayer[layer]
+}
+
+// changesSince lists the layer changes after d (since the lab started).
+func (r *vnetRecv) changesSince(d time.Duration) []vnetChange {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []vnetChange
+	for _, c := range r.changes {
+		if c.at > d {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // highestSeq is the newest extended sequence number read so far.
@@ -763,6 +796,38 @@ func (r *vnetRecv) timeline() string {
 			b.WriteByte(' ')
 		}
 		fmt.Fprintf(&b, "%c@%.2fs(seq %d)", c.layer, c.at.Seconds(), c.seq-r.first)
+	}
+	return b.String()
+}
+
+// seconds is what arrived in each second since the lab started, e.g.
+// "3s:f180 4s:f95,h12" (unique packets per layer).
+func (r *vnetRecv) seconds() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	for sec, m := range r.perSec {
+		if len(m) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%ds:", sec)
+		first := true
+		for _, l := range []byte{'f', 'h', 'q', 'v', 0} {
+			if n := m[l]; n > 0 {
+				if !first {
+					b.WriteByte(',')
+				}
+				first = false
+				if l == 0 {
+					fmt.Fprintf(&b, "pad%d", n)
+				} else {
+					fmt.Fprintf(&b, "%c%d", l, n)
+				}
+			}
+		}
 	}
 	return b.String()
 }
