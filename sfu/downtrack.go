@@ -84,11 +84,13 @@ type DownTrack struct {
 	needKeyframe atomic.Bool
 	resync       atomic.Bool
 
-	settings   atomic.Pointer[TrackSettings]
-	target     atomic.Int32 // layer to forward, chosen by the allocator; -1: none
-	want       atomic.Int32 // layer the allocator would like (dynacast)
-	curIdx     atomic.Int32 // layer being forwarded; -1: none
-	maxSpatial atomic.Int32 // VP9 SVC: highest spatial layer to forward
+	subMu        sync.Mutex   // orders changes of the layers d is attached to
+	beforeDetach func(*Layer) // tests: runs between detachFrom's check and its removal
+	settings     atomic.Pointer[TrackSettings]
+	target       atomic.Int32 // layer to forward, chosen by the allocator; -1: none
+	want         atomic.Int32 // layer the allocator would like (dynacast)
+	curIdx       atomic.Int32 // layer being forwarded; -1: none
+	maxSpatial   atomic.Int32 // VP9 SVC: highest spatial layer to forward
 
 	// writer goroutine state
 	cur        *Layer
@@ -261,9 +263,11 @@ func (d *DownTrack) Run(sender *webrtc.RTPSender) {
 // attach subscribes d to t and to the layer it targets.
 func (d *DownTrack) attach(t *Track) {
 	t.addDown(d)
+	d.subMu.Lock()
 	if l := t.layer(int(d.target.Load())); l != nil {
 		l.addDown(d)
 	}
+	d.subMu.Unlock()
 	go d.watch(t)
 }
 
@@ -315,6 +319,8 @@ func (d *DownTrack) restart() {
 // setTarget makes l the layer to forward (-1: none). The writer moves to it
 // on its next keyframe and keeps forwarding the current layer until then.
 func (d *DownTrack) setTarget(i int) {
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
 	if d.target.Swap(int32(i)) == int32(i) {
 		return
 	}
@@ -368,13 +374,21 @@ func (d *DownTrack) writeLoop() {
 	}
 }
 
-// detachFrom stops receiving l's packets unless l is still needed.
+// detachFrom stops receiving l's packets unless l is still needed. The
+// check and the removal hold subMu, as setTarget's change and attach do:
+// otherwise a layer that became the target in between would lose its
+// DownTrack for good.
 func (d *DownTrack) detachFrom(l *Layer) {
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
 	if l == d.cur || l.idx == int(d.target.Load()) {
 		return
 	}
 	for _, x := range *l.downs.Load() {
 		if x == d {
+			if d.beforeDetach != nil {
+				d.beforeDetach(l)
+			}
 			l.removeDown(d)
 			return
 		}

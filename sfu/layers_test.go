@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -591,5 +592,92 @@ func TestDynacast(t *testing.T) {
 	fresh.updateActive(time.Now())
 	if calls != 0 {
 		t.Fatal("a fresh track's layers were paused")
+	}
+}
+
+// TestTargetChangeDuringDetach: the allocator makes a layer the target just
+// as the writer decided to detach from it (it was not the target when the
+// writer looked). The DownTrack must end up attached to its target.
+func TestTargetChangeDuringDetach(t *testing.T) {
+	tr := simTrack()
+	d, w := boundRec(tr) // target 0, attached to layer 0
+	tr.layer(0).forward(layerPacket(0, 1, true))
+	drain(d)
+	tr.layer(2).addDown(d) // a stale attachment, as after a target change
+	var set sync.WaitGroup
+	d.beforeDetach = func(l *Layer) {
+		set.Add(1)
+		go func() { defer set.Done(); d.setTarget(2) }()
+		time.Sleep(20 * time.Millisecond) // let the allocator run, if it can
+	}
+	tr.layer(2).forward(layerPacket(2, 2, false)) // not the target: detach
+	drain(d)
+	d.beforeDetach = nil
+	set.Wait()
+	attached := false
+	for _, x := range *tr.layer(2).downs.Load() {
+		attached = attached || x == d
+	}
+	if d.target.Load() != 2 || !attached {
+		t.Fatalf("target %d, attached to layer 2: %v", d.target.Load(), attached)
+	}
+	tr.layer(2).forward(layerPacket(2, 3, true))
+	drain(d)
+	if d.Layer() != 2 || len(w.pkts) != 2 {
+		t.Fatalf("on layer %d after %d packets", d.Layer(), len(w.pkts))
+	}
+}
+
+// TestTargetChangesNeverLoseTheLayer: the allocator changes a DownTrack's
+// target while its writer drops packets of other layers; whatever the
+// interleaving, the DownTrack stays attached to its target and receives it.
+func TestTargetChangesNeverLoseTheLayer(t *testing.T) {
+	tr := simTrack()
+	d := NewDownTrack(tr, "s")
+	d.bind.Store(&binding{ssrc: 1, pt: 96, writer: &fakeWriter{}})
+	d.Run(nil)
+	defer d.Close()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the allocator
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			d.setTarget(i%4 - 1) // -1 (paused), 0, 1, 2
+			runtime.Gosched()
+		}
+	}()
+	seq := uint16(1)
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		seq++
+		for k := range maxLayers {
+			tr.layer(k).forward(layerPacket(k, seq, true))
+		}
+	}
+	close(stop)
+	<-done
+	for _, want := range []int{2, 0, 1} {
+		d.setTarget(want)
+		before := d.packets.Load()
+		waitUntil := time.Now().Add(2 * time.Second)
+		for d.packets.Load() < before+20 && time.Now().Before(waitUntil) {
+			seq++
+			for k := range maxLayers {
+				tr.layer(k).forward(layerPacket(k, seq, true))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if d.packets.Load() < before+20 || d.Layer() != want {
+			attached := false
+			for _, x := range *tr.layer(want).downs.Load() {
+				attached = attached || x == d
+			}
+			t.Fatalf("target %d: %d packets forwarded, on layer %d, attached to it: %v", want, d.packets.Load()-before, d.Layer(), attached)
+		}
 	}
 }
