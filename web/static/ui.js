@@ -139,6 +139,21 @@ export function removeTiles(pred) {
   for (const t of allTiles()) if (pred(t)) removeTile(t.key);
 }
 
+// setSpeakers highlights the camera tiles of the participants speaking
+// now (by participant sid, loudest first): each gets the class
+// "speaking", the loudest also "loudest", and data-speaker-rank (1 is the
+// loudest). An empty list clears them.
+export function setSpeakers(sids) {
+  const rank = new Map(sids.map((sid, i) => [sid, i + 1]));
+  for (const t of tiles.values()) {
+    const r = t.source === 'camera' ? rank.get(t.el.dataset.participantSid) : undefined;
+    t.el.classList.toggle('speaking', !!r);
+    t.el.classList.toggle('loudest', r === 1);
+    if (r) t.el.dataset.speakerRank = String(r);
+    else delete t.el.dataset.speakerRank;
+  }
+}
+
 // play starts a tile's video; when the browser blocks audible autoplay it
 // shows the "enable sound" button, whose click plays every tile.
 export function play(t) {

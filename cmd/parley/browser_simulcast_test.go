@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+)
+
+// The media quality browser tests (docs/protocol.md, "Media quality"): a
+// page publishes its camera as three simulcast layers; the pages that
+// watch it tell the server how large they show it (track_settings), get a
+// layer to match, and get nothing while the tile is hidden; the publisher
+// encodes only the layers somebody watches (set_layers); and a page
+// highlights who speaks (speakers).
+
+// noCameraJS runs in a tab before the page: getUserMedia finds no camera,
+// so the page joins with its microphone only and only the publisher
+// encodes video on the test's two cores.
+const noCameraJS = `(() => {
+  const md = navigator.mediaDevices;
+  const gum = md.getUserMedia.bind(md);
+  md.getUserMedia = (c) => (c && c.video
+    ? Promise.reject(new DOMException('this test page has no camera', 'NotFoundError'))
+    : gum(c));
+})()`
+
+// withoutCamera makes the tab's next pages find no camera.
+func withoutCamera(t *testing.T, p *page) {
+	t.Helper()
+	p.run(t, 5*time.Second, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: noCameraJS})
+		return chromedp.Void{}, err
+	})
+}
+
+// poll evaluates a JavaScript expression every 50 ms until ok accepts its
+// value, and returns that value; it fails the test after timeout.
+func poll[T any](t *testing.T, p *page, what, expr string, timeout time.Duration, ok func(T) bool) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, timeout)
+	defer cancel()
+	var last T
+	var lastErr error
+	for {
+		v, err := eval[T](ctx, expr)
+		if err == nil {
+			last = v
+			if ok(v) {
+				return v
+			}
+		} else {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: %s: not after %s (last value %+v, last error %v)", p.name, what, timeout, last, lastErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// videoIn is the subscriber's inbound-rtp of one participant's camera.
+type videoIn struct {
+	Found  bool    `json:"found"`
+	Width  float64 `json:"width"`
+	Height float64 `json:"height"`
+	Bytes  float64 `json:"bytes"`
+	Frames float64 `json:"frames"`
+}
+
+// inboundOf reads videoIn for the video shown in psid's camera tile.
+func inboundOf(psid string) string {
+	return fmt.Sprintf(`(async () => {
+  const out = {found: false, width: 0, height: 0, bytes: 0, frames: 0};
+  const v = document.querySelector('.tile[data-participant-sid=%q][data-source="camera"] video');
+  const track = v && v.srcObject && v.srcObject.getVideoTracks()[0];
+  const pc = window.parley && window.parley.subscriberPC;
+  if (!track || !pc) return out;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type !== 'inbound-rtp' || r.kind !== 'video' || r.trackIdentifier !== track.id) return;
+    Object.assign(out, {found: true, width: r.frameWidth || 0, height: r.frameHeight || 0, bytes: r.bytesReceived || 0, frames: r.framesDecoded || 0});
+  });
+  return out;
+})()`, psid)
+}
+
+// layerOut is the publisher's outbound-rtp of one simulcast layer.
+type layerOut struct {
+	Rid    string  `json:"rid"`
+	Width  float64 `json:"width"`
+	Height float64 `json:"height"`
+	Bytes  float64 `json:"bytes"`
+	Active bool    `json:"active"`
+	Limit  string  `json:"limit"`
+}
+
+// outboundLayers lists the publisher connection's outbound video with a
+// rid, by rid.
+const outboundLayers = `(async () => {
+  const pc = window.parley && window.parley.publisherPC;
+  const out = [];
+  if (!pc) return out;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type !== 'outbound-rtp' || r.kind !== 'video' || !r.rid) return;
+    out.push({rid: r.rid, width: r.frameWidth || 0, height: r.frameHeight || 0, bytes: r.bytesSent || 0,
+      active: r.active !== false, limit: r.qualityLimitationReason || ''});
+  });
+  return out.sort((a, b) => a.rid.localeCompare(b.rid));
+})()`
+
+// sizeTile pins psid's camera tile to the top left corner at w×h CSS
+// pixels (the CSP allows CSSOM changes).
+func sizeTile(psid string, w, h int) string {
+	return fmt.Sprintf(`(() => {
+  const el = document.querySelector('.tile[data-participant-sid=%q][data-source="camera"]');
+  if (!el) return false;
+  Object.assign(el.style, {position: 'fixed', left: '0', top: '0', width: '%dpx', height: '%dpx', zIndex: '10'});
+  return true;
+})()`, psid, w, h)
+}
+
+// settingsOf is what the page last told the server about the video of
+// psid's camera tile (track_settings), as JSON; "null" before it did.
+func settingsOf(psid string) string {
+	return fmt.Sprintf(`JSON.stringify((() => {
+  const v = window.parley.tracks().find((t) => t.participant_sid === %q && t.kind === 'video' && t.source === 'camera');
+  return (v && window.parley.trackSettings()[v.sid]) || null;
+})())`, psid)
+}
+
+// nearestRid names the publisher layer whose frame width is nearest to w.
+func nearestRid(layers []layerOut, w float64) string {
+	best, dist := "", math.Inf(1)
+	for _, l := range layers {
+		if d := math.Abs(l.Width - w); d < dist {
+			best, dist = l.Rid, d
+		}
+	}
+	return best
+}
+
+// bytesOver measures how many video bytes of psid's camera p receives in d.
+func bytesOver(t *testing.T, p *page, psid string, d time.Duration) float64 {
+	t.Helper()
+	before := value[videoIn](t, p, inboundOf(psid))
+	time.Sleep(d)
+	after := value[videoIn](t, p, inboundOf(psid))
+	return after.Bytes - before.Bytes
+}
+
+// TestBrowserSimulcast: a publisher sends its camera as simulcast; one
+// page shows it small (160x90) and one large (1280x720).
+//   - the publisher sends three RID layers and lists them in its offer;
+//   - the small page decodes a narrower layer than the large one;
+//   - the publisher encodes only the layers watched (set_layers);
+//   - the small page hides its tile: its video stops, then resumes when
+//     shown again;
+//   - active speaker: the publisher's fake microphone beeps and the other
+//     pages highlight its tile and People entry; muted, it is not.
+func TestBrowserSimulcast(t *testing.T) {
+	requireChromium(t)
+	base, _ := startServer(t)
+	browser := startBrowser(t)
+	const room = "browser-simulcast"
+	const mediaTimeout = 30 * time.Second
+	start := time.Now()
+
+	pub := newPage(t, browser, "publisher")
+	pub.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "Pub")))
+	pub.waitTrue(t, "the publisher connects", `window.parley && window.parley.publisherPC && window.parley.publisherPC.connectionState === 'connected'`, mediaTimeout)
+	pubSID := selfField(t, pub, "sid")
+	pubID := selfField(t, pub, "identity")
+
+	t.Run("publishes three layers", func(t *testing.T) {
+		rids := value[string](t, pub, `(() => {
+  const s = window.parley.publisherPC.getSenders().find((x) => x.track && x.track.kind === 'video');
+  return s ? s.getParameters().encodings.map((e) => e.rid).join(',') : '';
+})()`)
+		if rids != "q,h,f" {
+			t.Fatalf("the camera sender's encodings are %q, want q,h,f", rids)
+		}
+		layers := poll(t, pub, "three layers go out", outboundLayers, mediaTimeout, func(ls []layerOut) bool {
+			return len(ls) == 3 && !slices.ContainsFunc(ls, func(l layerOut) bool { return l.Width == 0 })
+		})
+		t.Logf("publisher layers: %+v", layers)
+		capture := value[string](t, pub, `(() => { const s = window.parley.publisherPC.getSenders().find((x) => x.track && x.track.kind === 'video').track.getSettings(); return s.width + 'x' + s.height; })()`)
+		t.Logf("camera capture %s", capture)
+	})
+
+	watch := func(name string, w, h int) *page {
+		p := newPage(t, browser, name)
+		withoutCamera(t, p)
+		p.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, name)))
+		p.waitTrue(t, "joined", `window.parley && window.parley.state === 'connected'`, mediaTimeout)
+		// Muted, so that only the publisher can be the speaker.
+		p.run(t, 5*time.Second, chromedp.WaitEnabled(chromedp.CSS("#btn-mic")), chromedp.Click(chromedp.CSS("#btn-mic")))
+		p.waitTrue(t, "the microphone is off", `document.querySelector('#btn-mic').getAttribute('aria-pressed') === 'false'`, 5*time.Second)
+		p.waitTrue(t, "the publisher's tile", sizeTile(pubSID, w, h), mediaTimeout)
+		p.waitFor(t, "decodes the publisher's camera", framesOf(pubSID, "camera"), mediaTimeout, func(v float64) bool { return v > 0 })
+		return p
+	}
+	small := watch("small", 160, 90)
+	large := watch("large", 1280, 720)
+	smallSID, largeSID := selfField(t, small, "sid"), selfField(t, large, "sid")
+	t.Logf("three pages decode after %s", time.Since(start).Round(time.Millisecond))
+
+	t.Run("track_settings", func(t *testing.T) {
+		for _, c := range []struct {
+			p    *page
+			want string
+		}{{small, `{"track_sid":%q,"width":160,"height":90}`}, {large, `{"track_sid":%q,"width":1280,"height":720}`}} {
+			sid := value[string](t, c.p, fmt.Sprintf(`window.parley.tracks().find((t) => t.participant_sid === %q && t.kind === 'video').sid`, pubSID))
+			want := fmt.Sprintf(c.want, sid)
+			poll(t, c.p, "tells the tile's size", settingsOf(pubSID), 10*time.Second, func(s string) bool { return s == want })
+		}
+	})
+
+	t.Run("layers in track_published", func(t *testing.T) {
+		got := poll(t, small, "the publisher's camera has layers", fmt.Sprintf(`JSON.stringify((window.parley.tracks().find((t) => t.participant_sid === %q && t.kind === 'video') || {}).layers || null)`, pubSID),
+			5*time.Second, func(s string) bool { return s != "null" })
+		for _, want := range []string{`"rid":"q","quality":"low"`, `"rid":"h","quality":"medium"`, `"rid":"f","quality":"high"`, `"width":320,"height":180`} {
+			if !strings.Contains(got, want) {
+				t.Errorf("track_published layers %s lack %s", got, want)
+			}
+		}
+	})
+
+	// The small page decodes a narrower layer than the large one.
+	var smallIn, largeIn videoIn
+	var smallRid, largeRid string
+	t.Run("small and large", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), mediaTimeout)
+		defer cancel()
+		for {
+			smallIn = value[videoIn](t, small, inboundOf(pubSID))
+			largeIn = value[videoIn](t, large, inboundOf(pubSID))
+			if smallIn.Width > 0 && largeIn.Width > 0 && smallIn.Width < largeIn.Width {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				layers := value[[]layerOut](t, pub, outboundLayers)
+				t.Fatalf("small decodes %vx%v, large %vx%v after %s; the publisher sends %+v", smallIn.Width, smallIn.Height,
+					largeIn.Width, largeIn.Height, mediaTimeout, layers)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		layers := value[[]layerOut](t, pub, outboundLayers)
+		smallRid, largeRid = nearestRid(layers, smallIn.Width), nearestRid(layers, largeIn.Width)
+		t.Logf("small decodes %vx%v (layer %s), large %vx%v (layer %s); publisher %+v", smallIn.Width, smallIn.Height, smallRid,
+			largeIn.Width, largeIn.Height, largeRid, layers)
+	})
+
+	// activeLayers is what the publisher encodes, sorted.
+	activeLayers := `[...window.parley.cameraLayers()].sort().join(',')`
+	want := func(rids ...string) string {
+		slices.Sort(rids)
+		return strings.Join(slices.Compact(rids), ",")
+	}
+	t.Run("dynacast", func(t *testing.T) {
+		if smallRid == "" {
+			t.Fatal("no layers measured: see small and large")
+		}
+		got := poll(t, pub, "encodes only the layers watched", activeLayers, 15*time.Second, func(s string) bool { return s == want(smallRid, largeRid) })
+		t.Logf("the publisher encodes %s", got)
+	})
+
+	t.Run("hidden tile pauses", func(t *testing.T) {
+		value[bool](t, small, fmt.Sprintf(`(document.querySelector(%q).hidden = true)`, cameraTile(pubSID)))
+		poll(t, small, "tells paused", settingsOf(pubSID), 5*time.Second, func(s string) bool { return strings.Contains(s, `"paused":true`) })
+		hiddenAt := time.Now()
+		// Wait for the video to stop, then measure it stopped.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if n := bytesOver(t, small, pubSID, time.Second); n < 1000 {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("the hidden tile still receives %.0f bytes/s after %s", n, time.Since(hiddenAt).Round(time.Millisecond))
+			}
+		}
+		stopped := time.Since(hiddenAt)
+		n := bytesOver(t, small, pubSID, 3*time.Second)
+		t.Logf("hidden: the video stopped within %s; then %.0f bytes in 3s", stopped.Round(100*time.Millisecond), n)
+		if n > 4096 {
+			t.Fatalf("the hidden tile received %.0f bytes in 3s, want under 4 KiB", n)
+		}
+		keepsDecoding(t, large, "the large page keeps decoding", framesOf(pubSID, "camera"), 10*time.Second)
+		if smallRid != largeRid {
+			got := poll(t, pub, "stops encoding the hidden layer", activeLayers, 15*time.Second, func(s string) bool { return s == want(largeRid) })
+			t.Logf("the publisher encodes %s", got)
+		}
+	})
+
+	t.Run("shown again resumes", func(t *testing.T) {
+		value[bool](t, small, fmt.Sprintf(`(document.querySelector(%q).hidden = false, true)`, cameraTile(pubSID)))
+		shownAt := time.Now()
+		poll(t, small, "tells the size again", settingsOf(pubSID), 5*time.Second, func(s string) bool { return strings.Contains(s, `"width":160`) })
+		keepsDecoding(t, small, "decodes again", framesOf(pubSID, "camera"), 15*time.Second)
+		t.Logf("shown: decoding again after %s", time.Since(shownAt).Round(100*time.Millisecond))
+		if n := bytesOver(t, small, pubSID, 2*time.Second); n < 4096 {
+			t.Fatalf("the shown tile received %.0f bytes in 2s", n)
+		}
+		if smallRid != largeRid {
+			poll(t, pub, "encodes the small layer again", activeLayers, 15*time.Second, func(s string) bool { return s == want(smallRid, largeRid) })
+		}
+	})
+
+	t.Run("active speaker", func(t *testing.T) {
+		speaking := fmt.Sprintf(`(() => {
+  const sp = window.parley.speakers().map((x) => x.sid);
+  return sp[0] === %q && !sp.includes(%q) && !sp.includes(%q) &&
+    !!document.querySelector(%q + '.speaking.loudest') && !!document.querySelector(%q + '.speaking');
+})()`, pubSID, smallSID, largeSID, cameraTile(pubSID), person(pubID))
+		// The large tile covers the People button: click it from the page.
+		value[bool](t, large, `(document.querySelector('#btn-people').click(), true)`)
+		large.waitTrue(t, "the People panel opens", `!document.querySelector('#people-panel').hidden`, 5*time.Second)
+		large.waitTrue(t, "highlights the beeping publisher", speaking, 15*time.Second)
+		small.waitTrue(t, "highlights the beeping publisher", fmt.Sprintf(`!!document.querySelector(%q)`, cameraTile(pubSID)+".speaking"), 15*time.Second)
+		pub.waitTrue(t, "the publisher sees itself speak", fmt.Sprintf(`!!document.querySelector(%q)`, `.tile.local[data-source="camera"].speaking`), 15*time.Second)
+
+		// Muted, the publisher stops being a speaker, and stays so.
+		pub.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-mic")))
+		notSpeaking := fmt.Sprintf(`!window.parley.speakers().some((x) => x.sid === %q) && !document.querySelector(%q)`, pubSID, cameraTile(pubSID)+".speaking")
+		large.waitTrue(t, "the muted publisher is no speaker", notSpeaking, 10*time.Second)
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			if !value[bool](t, large, notSpeaking) {
+				t.Fatal("the muted publisher is a speaker again")
+			}
+		}
+	})
+	t.Logf("TestBrowserSimulcast took %s", time.Since(start).Round(time.Millisecond))
+}
