@@ -44,6 +44,14 @@ type (
 		Reason string // server_shutdown, duplicate_identity, removed, room_closed, ...
 		Err    error
 	}
+	// SetLayers tells a publisher which simulcast layers of one of its
+	// tracks some subscriber wants (dynacast).
+	SetLayers struct {
+		TrackSID string
+		Active   []string
+	}
+	// Speakers lists who speaks now, loudest first.
+	Speakers struct{ Speakers []Speaker }
 	// ParticipantUpdated tells a participant that an administrator changed
 	// its name, metadata or grants.
 	ParticipantUpdated struct {

@@ -25,6 +25,16 @@ type TrackInfo struct {
 	Source string `json:"source"`
 	Muted  bool   `json:"muted"`
 	Codec  string `json:"codec"` // e.g. video/VP8
+	// Layers are the simulcast encodings, lowest quality first.
+	Layers []LayerInfo `json:"layers,omitempty"`
+}
+
+// LayerInfo describes one simulcast encoding of a track.
+type LayerInfo struct {
+	RID     string `json:"rid"`
+	Quality string `json:"quality"` // low, medium, high
+	Width   int    `json:"width,omitempty"`
+	Height  int    `json:"height,omitempty"`
 }
 
 // ParticipantInfo describes a participant in a room.

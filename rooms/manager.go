@@ -271,6 +271,7 @@ func (m *Manager) newRoomLocked(name string, opts RoomOptions) *Room {
 		presence: map[string]*presence{}, screens: map[string]*Participant{}, chat: l, stop: make(chan struct{})}
 	m.rooms[name] = r
 	go r.janitor(janitorTick(&m.cfg.Data))
+	go r.speakerLoop()
 	m.emit(Event{Type: EventRoomStarted, Room: name})
 	m.log.Info("room started", "room", name)
 	return r

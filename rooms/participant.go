@@ -18,6 +18,8 @@ type TrackDesc struct {
 	TrackID string // MediaStreamTrack id (msid)
 	Source  string
 	Muted   bool
+	// Layers are the simulcast encodings, lowest quality first.
+	Layers []sfu.LayerDesc
 }
 
 type published struct {
@@ -186,6 +188,10 @@ func (p *Participant) onTrack(t *sfu.Track) {
 	}
 	sid := newID("TR_")
 	info := TrackInfo{SID: sid, CID: t.CID(), Kind: t.Kind().String(), Source: desc.Source, Muted: desc.Muted, Codec: t.Codec().MimeType}
+	if t.Simulcast() {
+		info.Layers = layerInfos(desc.Layers, t.Layers())
+		t.OnLayers(func(rids []string) { p.sink.Send(SetLayers{TrackSID: sid, Active: rids}) })
+	}
 	pt := &published{t: t, info: info}
 	t.Start(sid)
 	if desc.Muted {
@@ -245,6 +251,9 @@ func (p *Participant) HandleOffer(sdp string, descs []TrackDesc) error {
 		default:
 			return fmt.Errorf("%w: track %q has unknown source %q", ErrBadDescription, d.TrackID, d.Source)
 		}
+		if err := checkLayers(d); err != nil {
+			return err
+		}
 		byCID[d.TrackID] = d
 	}
 	var gone []string
@@ -259,8 +268,31 @@ func (p *Participant) HandleOffer(sdp string, descs []TrackDesc) error {
 	for _, sid := range gone {
 		_ = p.Unpublish(sid)
 	}
+	for _, d := range descs {
+		p.pub.SetLayers(d.TrackID, d.Layers)
+	}
 	return p.pub.HandleOffer(sdp)
 }
+
+// SetTrackSettings records how p shows one of the tracks it receives.
+func (p *Participant) SetTrackSettings(sid string, s sfu.TrackSettings) error {
+	switch s.Quality {
+	case "", "low", "medium", "high":
+	default:
+		return fmt.Errorf("%w: quality %q is not low, medium or high", ErrBadDescription, s.Quality)
+	}
+	if s.Width < 0 || s.Height < 0 || s.Width > 16384 || s.Height > 16384 {
+		return fmt.Errorf("%w: width and height must be 0-16384 pixels", ErrBadDescription)
+	}
+	if err := p.sub.SetTrackSettings(sid, s); err != nil {
+		return fmt.Errorf("%w: %s is not a track you receive", ErrUnknownTrack, sid)
+	}
+	return nil
+}
+
+// SubscribedLayer is the layer index (0 the lowest) forwarded to p for
+// track sid, or -1.
+func (p *Participant) SubscribedLayer(sid string) int { return p.sub.Layer(sid) }
 
 // HandleAnswer applies the client's answer to the subscriber offer.
 func (p *Participant) HandleAnswer(sdp string) error { return p.sub.HandleAnswer(sdp) }

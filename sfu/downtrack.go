@@ -15,21 +15,54 @@ import (
 // drops for it (and, for video, resumes at the next keyframe).
 const queueLen = 256
 
+// histSize is how many sent packets a DownTrack remembers to answer NACKs
+// (a power of two). The packets themselves stay in the layer's ring: the
+// history only maps an outgoing sequence number back to them.
+const histSize = 512
+
+// nackResendInterval is the shortest time between two resends of one
+// packet: a NACK repeated before the resend could arrive is ignored.
+const nackResendInterval = 50 * time.Millisecond
+
 type queued struct {
-	t   *Track
+	l   *Layer
 	num uint64
 }
 
 type binding struct {
-	ssrc   uint32
-	pt     uint8
-	writer webrtc.TrackLocalWriter
+	ssrc    uint32
+	pt      uint8
+	rtxSSRC uint32 // 0: RTX not negotiated (resends reuse the media SSRC)
+	rtxPT   uint8
+	writer  webrtc.TrackLocalWriter
+}
+
+// histEntry maps one sent sequence number to the packet in its layer's ring
+// and the offsets it was sent with.
+type histEntry struct {
+	out    uint16
+	valid  bool
+	marker bool
+	l      *Layer
+	num    uint64
+	seqOff uint16
+	tsOff  uint32
+	sentAt int64
+}
+
+// TrackSettings are how a subscriber shows one track (docs/protocol.md
+// track_settings).
+type TrackSettings struct {
+	Width, Height int    // device pixels; 0: no limit
+	Quality       string // low, medium, high; "": high
+	Paused        bool
 }
 
 // DownTrack is one subscriber's copy of a Track. It implements
-// webrtc.TrackLocal. It rewrites SSRC, payload type, sequence numbers and
+// webrtc.TrackLocal. It forwards one layer of the track, switching layers on
+// keyframes, and rewrites SSRC, payload type, sequence numbers and
 // timestamps so that the subscriber sees one continuous stream even when the
-// source changes (Switch) or packets are dropped for it.
+// layer or the source changes (Switch) or packets are dropped for it.
 type DownTrack struct {
 	id       string
 	streamID string
@@ -43,9 +76,18 @@ type DownTrack struct {
 	needKeyframe atomic.Bool
 	resync       atomic.Bool
 
+	settings   atomic.Pointer[TrackSettings]
+	target     atomic.Int32 // layer to forward, chosen by the allocator; -1: none
+	want       atomic.Int32 // layer the allocator would like (dynacast)
+	curIdx     atomic.Int32 // layer being forwarded; -1: none
+	maxSpatial atomic.Int32 // VP9 SVC: highest spatial layer to forward
+
 	// writer goroutine state
+	cur        *Layer
+	spatial    int
 	buf        [packetMTU]byte
 	hdr        rtp.Header
+	vp9        vp9Desc
 	started    bool
 	seqOff     uint16
 	tsOff      uint32
@@ -53,11 +95,24 @@ type DownTrack struct {
 	lastOutTS  uint32
 	lastSent   time.Time
 
+	// NACK answers and padding (hmu)
+	hmu    sync.Mutex
+	hist   [histSize]histEntry
+	rtxSeq uint16
+	rbuf   [packetMTU + 2]byte
+	rhdr   rtp.Header
+	pad    [255]byte
+
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 	drops   atomic.Uint64
 	nacks   atomic.Uint64
+	retx    atomic.Uint64
+	padded  atomic.Uint64 // padding bytes sent to probe bandwidth
 	loss    atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
+
+	onREMB func(bps uint64) // the subscriber connection's estimate
+	pacer  *passPacer       // the subscriber connection's, to route RTX
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -72,11 +127,18 @@ func NewDownTrack(t *Track, streamID string) *DownTrack {
 		codec:    t.Codec(),
 		queue:    make(chan queued, queueLen),
 		closed:   make(chan struct{}),
+		spatial:  maxLayers - 1,
 	}
 	d.src.Store(t)
+	d.want.Store(0)
+	d.curIdx.Store(-1)
+	d.maxSpatial.Store(maxLayers - 1)
+	d.settings.Store(&TrackSettings{})
+	d.target.Store(int32(max(t.lowest(), 0)))
 	if d.kind == webrtc.RTPCodecTypeVideo {
 		d.needKeyframe.Store(true)
 	}
+	d.pad[len(d.pad)-1] = byte(len(d.pad))
 	return d
 }
 
@@ -92,21 +154,52 @@ func (d *DownTrack) StreamID() string { return d.streamID }
 // Kind is audio or video.
 func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.kind }
 
+// Layer is the index of the layer being forwarded (0 is the lowest), or -1.
+func (d *DownTrack) Layer() int { return int(d.curIdx.Load()) }
+
 // Bind is called by pion when the subscriber's transceiver starts.
 func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
-	for _, c := range ctx.CodecParameters() {
+	params := ctx.CodecParameters()
+	for _, c := range params {
 		if strings.EqualFold(c.MimeType, d.codec.MimeType) && fmtpCompatible(c.SDPFmtpLine, d.codec.SDPFmtpLine, d.codec.MimeType) {
-			d.bind.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), writer: ctx.WriteStream()})
+			b := &binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), writer: ctx.WriteStream()}
+			if rtx := uint32(ctx.SSRCRetransmission()); rtx != 0 {
+				for _, r := range params {
+					if strings.EqualFold(r.MimeType, webrtc.MimeTypeRTX) && fmtpParam(r.SDPFmtpLine, "apt") == itoa(int(c.PayloadType)) {
+						b.rtxSSRC, b.rtxPT = rtx, uint8(r.PayloadType)
+					}
+				}
+				if b.rtxSSRC != 0 && d.pacer != nil {
+					d.pacer.alias(b.rtxSSRC, b.ssrc)
+				}
+			}
+			d.bind.Store(b)
 			if d.kind == webrtc.RTPCodecTypeVideo {
 				d.needKeyframe.Store(true)
 				if t := d.src.Load(); t != nil {
-					t.RequestKeyframe()
+					if l := t.layer(int(d.target.Load())); l != nil {
+						l.RequestKeyframe()
+					}
 				}
 			}
 			return c, nil
 		}
 	}
 	return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [8]byte
+	i := len(b)
+	for n > 0 && i > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
 }
 
 // Unbind is called by pion when the transceiver stops.
@@ -143,16 +236,25 @@ func fmtpParam(line, key string) string {
 }
 
 // Run starts the writer goroutine and attaches the DownTrack to its source.
-// sender, when not nil, is drained for RTCP: keyframe requests go upstream.
+// sender, when not nil, is drained for RTCP: NACKs are answered from the
+// layer's ring, keyframe requests go upstream.
 func (d *DownTrack) Run(sender *webrtc.RTPSender) {
 	go d.writeLoop()
 	if sender != nil {
 		go d.rtcpLoop(sender)
 	}
 	if t := d.src.Load(); t != nil {
-		t.addDown(d)
-		go d.watch(t)
+		d.attach(t)
 	}
+}
+
+// attach subscribes d to t and to the layer it targets.
+func (d *DownTrack) attach(t *Track) {
+	t.addDown(d)
+	if l := t.layer(int(d.target.Load())); l != nil {
+		l.addDown(d)
+	}
+	go d.watch(t)
 }
 
 // watch detaches from a source that ended.
@@ -176,12 +278,34 @@ func (d *DownTrack) Switch(t *Track) {
 		old.removeDown(d)
 	}
 	d.resync.Store(true)
+	if tgt := d.target.Load(); tgt >= 0 && t.layer(int(tgt)) == nil {
+		d.target.Store(int32(max(t.lowest(), 0)))
+	}
 	if d.kind == webrtc.RTPCodecTypeVideo {
 		d.needKeyframe.Store(true)
-		t.RequestKeyframe()
+		if l := t.layer(int(d.target.Load())); l != nil {
+			l.RequestKeyframe()
+		}
 	}
-	t.addDown(d)
-	go d.watch(t)
+	d.attach(t)
+}
+
+// setTarget makes l the layer to forward (-1: none). The writer moves to it
+// on its next keyframe and keeps forwarding the current layer until then.
+func (d *DownTrack) setTarget(i int) {
+	if d.target.Swap(int32(i)) == int32(i) {
+		return
+	}
+	t := d.src.Load()
+	if t == nil {
+		return
+	}
+	if l := t.layer(i); l != nil {
+		l.addDown(d)
+		if d.kind == webrtc.RTPCodecTypeVideo && int(d.curIdx.Load()) != i {
+			l.RequestKeyframe()
+		}
+	}
 }
 
 // Close detaches the DownTrack and stops its writer.
@@ -200,13 +324,13 @@ func (d *DownTrack) Stats() (packets, bytes, drops uint64) {
 }
 
 // enqueue hands a packet to the writer without ever blocking the source.
-func (d *DownTrack) enqueue(t *Track, num uint64) {
+func (d *DownTrack) enqueue(l *Layer, num uint64) {
 	select {
-	case d.queue <- queued{t: t, num: num}:
+	case d.queue <- queued{l: l, num: num}:
 	default:
 		d.drops.Add(1)
 		if d.kind == webrtc.RTPCodecTypeVideo && !d.needKeyframe.Swap(true) {
-			t.RequestKeyframe()
+			l.RequestKeyframe()
 		}
 	}
 }
@@ -215,21 +339,53 @@ func (d *DownTrack) writeLoop() {
 	for {
 		select {
 		case q := <-d.queue:
-			d.writePacket(q.t, q.num)
+			d.writePacket(q.l, q.num)
 		case <-d.closed:
 			return
 		}
 	}
 }
 
-// writePacket copies one packet out of the source ring, rewrites it and
-// writes it to the subscriber. Allocation free.
-func (d *DownTrack) writePacket(t *Track, num uint64) {
-	b := d.bind.Load()
-	if b == nil || t != d.src.Load() {
+// detachFrom stops receiving l's packets unless l is still needed.
+func (d *DownTrack) detachFrom(l *Layer) {
+	if l == d.cur || l.idx == int(d.target.Load()) {
 		return
 	}
-	n, ok := t.ring.get(num, d.buf[:])
+	for _, x := range *l.downs.Load() {
+		if x == d {
+			l.removeDown(d)
+			return
+		}
+	}
+}
+
+// writePacket copies one packet out of its layer's ring, rewrites it and
+// writes it to the subscriber. Allocation free.
+func (d *DownTrack) writePacket(l *Layer, num uint64) {
+	b := d.bind.Load()
+	t := d.src.Load()
+	if b == nil || t == nil || l.t != t {
+		return
+	}
+	if d.cur != nil && d.cur.t != t {
+		d.cur = nil
+		d.curIdx.Store(-1)
+	}
+	tgt := int(d.target.Load())
+	if tgt < 0 {
+		// Paused: nothing is forwarded; video resumes on a keyframe.
+		if d.cur != nil {
+			d.cur = nil
+			d.curIdx.Store(-1)
+		}
+		d.detachFrom(l)
+		return
+	}
+	if l != d.cur && l.idx != tgt {
+		d.detachFrom(l)
+		return
+	}
+	n, ok := l.ring.get(num, d.buf[:])
 	if !ok {
 		d.drops.Add(1)
 		return
@@ -239,7 +395,24 @@ func (d *DownTrack) writePacket(t *Track, num uint64) {
 		return
 	}
 	payload := d.buf[hl:n]
-	if d.kind == webrtc.RTPCodecTypeVideo && d.needKeyframe.Load() {
+	video := d.kind == webrtc.RTPCodecTypeVideo
+	switch {
+	case l != d.cur:
+		// l is the target layer: move to it on its keyframe.
+		if video && !isKeyframe(d.codec.MimeType, payload) {
+			return
+		}
+		old := d.cur
+		d.cur = l
+		d.curIdx.Store(int32(l.idx))
+		d.needKeyframe.Store(false)
+		if d.started {
+			d.resync.Store(true)
+		}
+		if old != nil {
+			d.detachFrom(old)
+		}
+	case video && d.needKeyframe.Load():
 		if !isKeyframe(d.codec.MimeType, payload) {
 			return
 		}
@@ -247,6 +420,15 @@ func (d *DownTrack) writePacket(t *Track, num uint64) {
 		if d.started {
 			d.resync.Store(true)
 		}
+	}
+	marker := d.hdr.Marker
+	if t.vp9 && l.svcLayers.Load() > 1 {
+		drop, end := d.filterSpatial(l, payload)
+		if drop {
+			d.seqOff-- // the subscriber must not see a gap
+			return
+		}
+		marker = marker || end
 	}
 	now := time.Now()
 	switch {
@@ -266,6 +448,7 @@ func (d *DownTrack) writePacket(t *Track, num uint64) {
 	d.hdr.Timestamp += d.tsOff
 	d.hdr.SSRC = b.ssrc
 	d.hdr.PayloadType = b.pt
+	d.hdr.Marker = marker
 	d.hdr.Extension = false
 	d.hdr.ExtensionProfile = 0
 	d.hdr.Extensions = d.hdr.Extensions[:0]
@@ -274,6 +457,7 @@ func (d *DownTrack) writePacket(t *Track, num uint64) {
 		d.lastOutTS = d.hdr.Timestamp
 		d.lastSent = now
 	}
+	d.remember(l, num, marker, now.UnixNano())
 	if _, err := b.writer.WriteRTP(&d.hdr, payload); err != nil {
 		d.drops.Add(1)
 		return
@@ -282,8 +466,114 @@ func (d *DownTrack) writePacket(t *Track, num uint64) {
 	d.bytes.Add(uint64(n))
 }
 
-// rtcpLoop drains RTCP from the subscriber (NOTES 14) and passes keyframe
-// requests to the source, which throttles them.
+// filterSpatial decides, for a VP9 SVC stream, whether a packet belongs to
+// a spatial layer above the one forwarded (drop), and whether it ends the
+// highest forwarded layer of its picture (end: set the marker). Moving down
+// happens at the start of a picture, moving up on a keyframe.
+func (d *DownTrack) filterSpatial(l *Layer, payload []byte) (drop, end bool) {
+	v := &d.vp9
+	if !v.parse(payload) || !v.hasLayer {
+		return false, false
+	}
+	want := min(int(d.maxSpatial.Load()), int(l.svcLayers.Load())-1)
+	if want != d.spatial && v.begin && v.sid == 0 {
+		if want < d.spatial || !v.inter {
+			d.spatial = want
+		} else {
+			l.RequestKeyframe()
+		}
+	}
+	if v.sid > d.spatial {
+		return true, false
+	}
+	return false, v.sid == d.spatial && v.end
+}
+
+// remember records where an outgoing sequence number came from.
+func (d *DownTrack) remember(l *Layer, num uint64, marker bool, now int64) {
+	d.hmu.Lock()
+	e := &d.hist[d.hdr.SequenceNumber&(histSize-1)]
+	*e = histEntry{out: d.hdr.SequenceNumber, valid: true, marker: marker, l: l, num: num, seqOff: d.seqOff, tsOff: d.tsOff, sentAt: now}
+	d.hmu.Unlock()
+}
+
+// resend answers a NACK for one outgoing sequence number from the layer's
+// ring, as RTX when negotiated. Allocation free.
+func (d *DownTrack) resend(seq uint16) {
+	b := d.bind.Load()
+	if b == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	d.hmu.Lock()
+	defer d.hmu.Unlock()
+	e := &d.hist[seq&(histSize-1)]
+	if !e.valid || e.out != seq || now-e.sentAt < int64(nackResendInterval) {
+		return
+	}
+	n, ok := e.l.ring.get(e.num, d.rbuf[:packetMTU])
+	if !ok {
+		return
+	}
+	hl, err := d.rhdr.Unmarshal(d.rbuf[:n])
+	if err != nil {
+		return
+	}
+	e.sentAt = now
+	h := &d.rhdr
+	h.SequenceNumber += e.seqOff
+	h.Timestamp += e.tsOff
+	h.Marker = e.marker
+	h.Extension = false
+	h.ExtensionProfile = 0
+	h.Extensions = h.Extensions[:0]
+	payload := d.rbuf[hl:n]
+	if b.rtxSSRC != 0 {
+		// RFC 4588: the original sequence number, then the payload.
+		copy(d.rbuf[hl+2:n+2], d.rbuf[hl:n])
+		d.rbuf[hl], d.rbuf[hl+1] = byte(h.SequenceNumber>>8), byte(h.SequenceNumber)
+		payload = d.rbuf[hl : n+2]
+		d.rtxSeq++
+		h.SequenceNumber = d.rtxSeq
+		h.SSRC, h.PayloadType = b.rtxSSRC, b.rtxPT
+	} else {
+		h.SSRC, h.PayloadType = b.ssrc, b.pt
+	}
+	if _, err := b.writer.WriteRTP(h, payload); err == nil {
+		d.retx.Add(1)
+	}
+}
+
+// canPad reports whether padding can probe bandwidth on this DownTrack
+// (it needs RTX, so that the media sequence numbers are untouched).
+func (d *DownTrack) canPad() bool {
+	b := d.bind.Load()
+	return b != nil && b.rtxSSRC != 0 && d.kind == webrtc.RTPCodecTypeVideo && d.started
+}
+
+// sendPadding sends about n bytes of RTX padding-only packets, which the
+// receiver discards and the bandwidth estimator counts.
+func (d *DownTrack) sendPadding(n int) {
+	b := d.bind.Load()
+	if b == nil || b.rtxSSRC == 0 {
+		return
+	}
+	d.hmu.Lock()
+	defer d.hmu.Unlock()
+	h := &d.rhdr
+	for sent := 0; sent < n; sent += len(d.pad) {
+		*h = rtp.Header{Version: 2, Padding: true, PayloadType: b.rtxPT, SSRC: b.rtxSSRC, Timestamp: d.lastOutTS, Extensions: h.Extensions[:0]}
+		d.rtxSeq++
+		h.SequenceNumber = d.rtxSeq
+		if _, err := b.writer.WriteRTP(h, d.pad[:]); err != nil {
+			return
+		}
+		d.padded.Add(uint64(len(d.pad)))
+	}
+}
+
+// rtcpLoop drains RTCP from the subscriber (NOTES 14): NACKs are answered
+// from the ring, keyframe requests go to the source, which throttles them.
 func (d *DownTrack) rtcpLoop(sender *webrtc.RTPSender) {
 	for {
 		pkts, _, err := sender.ReadRTCP()
@@ -294,16 +584,28 @@ func (d *DownTrack) rtcpLoop(sender *webrtc.RTPSender) {
 			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				if t := d.src.Load(); t != nil {
-					t.RequestKeyframe()
+					if l := t.layer(int(d.curIdx.Load())); l != nil {
+						l.RequestKeyframe()
+					} else if l := t.layer(int(d.target.Load())); l != nil {
+						l.RequestKeyframe()
+					}
 				}
 			case *rtcp.TransportLayerNack:
-				for _, pair := range p.Nacks {
-					d.nacks.Add(uint64(len(pair.PacketList())))
+				for i := range p.Nacks {
+					p.Nacks[i].Range(func(seq uint16) bool {
+						d.nacks.Add(1)
+						d.resend(seq)
+						return true
+					})
+				}
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				if d.onREMB != nil {
+					d.onREMB(uint64(p.Bitrate))
 				}
 			case *rtcp.ReceiverReport:
 				if b := d.bind.Load(); b != nil {
 					for _, r := range p.Reports {
-						if r.SSRC == uint32(b.ssrc) {
+						if r.SSRC == b.ssrc {
 							d.loss.Store(uint32(r.FractionLost) + 1)
 						}
 					}

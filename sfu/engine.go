@@ -11,11 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
 )
@@ -140,21 +141,74 @@ func (e *Engine) Close() error {
 	return e.mux.Close()
 }
 
-// newPeerConnection builds a peer connection with its own media engine and
-// interceptor registry (NACK, RTCP reports, TWCC). wire, when set, counts
-// every RTP packet the connection sends.
-func (e *Engine) newPeerConnection(wire *atomic.Uint64) (*webrtc.PeerConnection, error) {
+// newPublisherConnection builds the connection a client publishes on: it
+// receives simulcast (MID/RID header extensions) and audio levels, asks for
+// lost packets (NACK) and keyframes, and sends receiver reports and
+// transport-wide congestion control feedback so the client can adapt its
+// own sending rate.
+func (e *Engine) newPublisherConnection() (*webrtc.PeerConnection, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
-	if wire != nil {
-		reg.Add(wireCounterFactory{n: wire}) // first: nearest the network
-	}
-	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+	gen, err := nack.NewGeneratorInterceptor()
+	if err != nil {
 		return nil, err
 	}
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	reg.Add(gen)
+	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+		return nil, err
+	}
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+		return nil, err
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	if err := webrtc.ConfigureTWCCSender(m, reg); err != nil {
+		return nil, err
+	}
+	return e.newPeerConnection(m, reg)
+}
+
+// newSubscriberConnection builds the connection the server sends on. NACKs
+// are answered by the DownTracks from the tracks' rings (not by pion's
+// responder, which would keep a copy of every packet per subscriber);
+// transport-wide sequence numbers feed the bandwidth estimator b.
+func (e *Engine) newSubscriberConnection(b *bwe) (*webrtc.PeerConnection, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBGoogREMB}, webrtc.RTPCodecTypeVideo)
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
+	}
+	// Interceptors nearest the network come first: the estimator must see
+	// each packet after its transport-wide sequence number was set.
+	ccf, err := b.interceptor()
+	if err != nil {
+		return nil, err
+	}
+	reg.Add(ccf)
+	if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, reg); err != nil {
+		return nil, err
+	}
+	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+		return nil, err
+	}
+	return e.newPeerConnection(m, reg)
+}
+
+// newPeerConnection builds a peer connection with its own media engine and
+// interceptor registry on the engine's sockets.
+func (e *Engine) newPeerConnection(m *webrtc.MediaEngine, reg *interceptor.Registry) (*webrtc.PeerConnection, error) {
 	se := webrtc.SettingEngine{}
 	se.SetICEUDPMux(e.mux)
 	if e.cfg.Net != nil {

@@ -12,4 +12,5 @@ var (
 	ErrNegotiationTimeout = errors.New("sfu: the client did not answer the offer in time")
 	ErrDataStalled        = errors.New("sfu: the client does not read its data channel")
 	ErrDataBusy           = errors.New("sfu: lossy data channel busy; message dropped")
+	ErrUnknownTrack       = errors.New("sfu: not subscribed to that track")
 )

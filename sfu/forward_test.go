@@ -41,6 +41,7 @@ func bound(t *Track, ssrc uint32) (*DownTrack, *fakeWriter) {
 	w := &fakeWriter{}
 	d.bind.Store(&binding{ssrc: ssrc, pt: 96, writer: w})
 	t.addDown(d)
+	t.layer(0).addDown(d)
 	return d, w
 }
 
@@ -49,7 +50,7 @@ func drain(d *DownTrack) {
 	for {
 		select {
 		case q := <-d.queue:
-			d.writePacket(q.t, q.num)
+			d.writePacket(q.l, q.num)
 		default:
 			return
 		}

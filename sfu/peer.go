@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -152,25 +153,38 @@ type Publisher struct {
 	gate candidateGate
 	rc   remoteCandidates
 	mu   sync.Mutex // serializes negotiation
+
+	tmu    sync.Mutex
+	descs  map[string][]LayerDesc // by MediaStreamTrack id
+	groups map[string]*Track      // simulcast tracks by id, while they live
 }
 
 // NewPublisher makes the publisher connection of one participant.
 func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, error) {
-	pc, err := e.newPeerConnection(nil)
+	pc, err := e.newPublisherConnection()
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{pc: pc, ev: ev, log: log}
+	p := &Publisher{pc: pc, ev: ev, log: log, descs: map[string][]LayerDesc{}, groups: map[string]*Track{}}
 	p.gate.emit = ev.Candidate
 	pc.OnICECandidate(p.gate.push)
 	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace)
-	pc.OnTrack(func(remote *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	pc.OnTrack(func(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		var pli func()
 		if remote.Kind() == webrtc.RTPCodecTypeVideo {
 			pli = pliSender(pc, remote.SSRC())
 		}
-		t := newTrack(remote.ID(), remote.Kind(), remote.Codec().RTPCodecCapability, pli, log)
-		t.remote = remote
+		t, added := p.trackFor(remote, pli, log)
+		if !added {
+			return // one more layer of a simulcast track
+		}
+		if remote.Kind() == webrtc.RTPCodecTypeAudio {
+			for _, x := range recv.GetParameters().HeaderExtensions {
+				if x.URI == sdp.AudioLevelURI {
+					t.levelExt = uint8(x.ID)
+				}
+			}
+		}
 		t.stats = &e.stats
 		e.stats.addTrack(t)
 		if ev.Track != nil {
@@ -180,6 +194,53 @@ func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, erro
 		}
 	})
 	return p, nil
+}
+
+// trackFor makes the Track of a new remote stream, or adds the stream as a
+// layer of its simulcast track (added false).
+func (p *Publisher) trackFor(remote *webrtc.TrackRemote, pli func(), log *slog.Logger) (t *Track, added bool) {
+	codec := remote.Codec().RTPCodecCapability
+	if remote.RID() == "" {
+		t = newTrack(remote.ID(), remote.Kind(), codec, pli, log)
+		t.layer(0).remote = remote
+		return t, true
+	}
+	key := remote.StreamID() + "|" + remote.ID()
+	p.tmu.Lock()
+	if g := p.groups[key]; g != nil {
+		p.tmu.Unlock()
+		if g.addLayer(remote.RID(), remote, pli) == nil {
+			log.Warn("simulcast layer refused: more than three", "track", g.SID(), "rid", remote.RID())
+		}
+		return g, false
+	}
+	t = newTrackGroup(remote.ID(), remote.Kind(), codec, p.descs[remote.ID()], log)
+	t.simulcast = true
+	p.groups[key] = t
+	p.tmu.Unlock()
+	t.addLayer(remote.RID(), remote, pli)
+	go func() {
+		<-t.Done()
+		p.tmu.Lock()
+		if p.groups[key] == t {
+			delete(p.groups, key)
+		}
+		p.tmu.Unlock()
+	}()
+	return t, true
+}
+
+// SetLayers tells the connection what the simulcast encodings of a track
+// (by MediaStreamTrack id) are, lowest quality first. Call before the offer
+// that sends them.
+func (p *Publisher) SetLayers(trackID string, layers []LayerDesc) {
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	if len(layers) == 0 {
+		delete(p.descs, trackID)
+		return
+	}
+	p.descs[trackID] = layers
 }
 
 // HandleOffer applies the client's offer and emits the answer.
@@ -215,7 +276,7 @@ func (p *Publisher) Close() error { return p.pc.GracefulClose() }
 // offer is outstanding at a time; changes made meanwhile are sent in the next.
 type Subscriber struct {
 	stats   *engineStats
-	wire    *atomic.Uint64
+	bwe     *bwe
 	pc      *webrtc.PeerConnection
 	ev      PeerEvents
 	log     *slog.Logger
@@ -235,19 +296,25 @@ type Subscriber struct {
 	timer    *time.Timer
 	downs    map[string]*DownTrack
 	senders  map[string]*webrtc.RTPSender
+
+	done      chan struct{} // closed by Close
+	kick      chan struct{} // re-choose layers now
+	lastAlloc atomic.Pointer[allocation]
+	sentBytes atomic.Int64
+	sentAt    atomic.Int64
 }
 
 // NewSubscriber makes the subscriber connection of one participant. An offer
 // not answered within timeout fails the connection (ev.Failed).
 func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.Logger) (*Subscriber, error) {
-	wire := &atomic.Uint64{}
-	pc, err := e.newPeerConnection(wire)
+	b := &bwe{pacer: newPassPacer()}
+	pc, err := e.newSubscriberConnection(b)
 	if err != nil {
 		return nil, err
 	}
-	e.stats.addWire(wire)
-	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout, stats: &e.stats, wire: wire,
-		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{}}
+	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout, stats: &e.stats, bwe: b,
+		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{},
+		done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
 	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace)
@@ -259,7 +326,49 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 			return nil, err
 		}
 	}
+	go s.allocLoop()
 	return s, nil
+}
+
+// SetTrackSettings records how the client shows one of its tracks (size,
+// quality, paused); the layers are re-chosen at once.
+func (s *Subscriber) SetTrackSettings(sid string, ts TrackSettings) error {
+	s.mu.Lock()
+	d, ok := s.downs[sid]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownTrack, sid)
+	}
+	d.settings.Store(&ts)
+	s.reallocateSoon()
+	return nil
+}
+
+// Layer is the index of the layer forwarded for track sid (0 is the
+// lowest), or -1.
+func (s *Subscriber) Layer(sid string) int {
+	s.mu.Lock()
+	d, ok := s.downs[sid]
+	s.mu.Unlock()
+	if !ok {
+		return -1
+	}
+	return d.Layer()
+}
+
+// Estimate is the connection's bandwidth estimate in bits/s.
+func (s *Subscriber) Estimate() int64 {
+	if a := s.lastAlloc.Load(); a != nil {
+		return a.estimate
+	}
+	return initialEstimate
+}
+
+func (s *Subscriber) reallocateSoon() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Negotiate sends an offer even if no track changed (e.g. the first one,
@@ -343,6 +452,8 @@ func (s *Subscriber) addLocked(t *Track, streamID string) bool {
 	default:
 	}
 	d := NewDownTrack(t, streamID)
+	d.pacer = s.bwe.pacer
+	d.onREMB = s.bwe.setREMB
 	tr, err := s.pc.AddTransceiverFromTrack(d, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 	if err != nil {
 		s.log.Warn("subscribe failed", "track", t.SID(), "err", err)
@@ -352,6 +463,7 @@ func (s *Subscriber) addLocked(t *Track, streamID string) bool {
 	s.senders[t.SID()] = tr.Sender()
 	s.stats.addDown(d)
 	d.Run(tr.Sender())
+	s.reallocateSoon()
 	return true
 }
 
@@ -454,6 +566,9 @@ func (s *Subscriber) AddCandidate(c webrtc.ICECandidateInit) error {
 // Close stops every DownTrack and closes the connection.
 func (s *Subscriber) Close() error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.done)
+	}
 	s.closed = true
 	if s.timer != nil {
 		s.timer.Stop()
@@ -464,7 +579,5 @@ func (s *Subscriber) Close() error {
 		delete(s.downs, sid)
 	}
 	s.mu.Unlock()
-	err := s.pc.GracefulClose()
-	s.stats.endWire(s.wire)
-	return err
+	return s.pc.GracefulClose()
 }

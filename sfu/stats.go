@@ -1,12 +1,6 @@
 package sfu
 
-import (
-	"sync"
-	"sync/atomic"
-
-	"github.com/pion/interceptor"
-	"github.com/pion/rtp"
-)
+import "sync"
 
 // Stats are the engine's totals since it started, for metrics. The
 // per-packet counters live in each Track and DownTrack (atomics, no shared
@@ -29,16 +23,12 @@ type engineStats struct {
 	mu     sync.Mutex
 	tracks map[*Track]struct{}
 	downs  map[*DownTrack]struct{}
-	wires  map[*atomic.Uint64]struct{} // RTP written to the wire per subscriber connection
-	ended  Stats                       // sums of what has ended
-	wire   uint64                      // ended subscriber connections' wire packets
-	retx   uint64                      // the last Retransmissions reported (it never goes down)
+	ended  Stats // sums of what has ended
 }
 
 func (s *engineStats) init() {
 	s.tracks = map[*Track]struct{}{}
 	s.downs = map[*DownTrack]struct{}{}
-	s.wires = map[*atomic.Uint64]struct{}{}
 }
 
 func (s *engineStats) addTrack(t *Track) {
@@ -51,9 +41,9 @@ func (s *engineStats) endTrack(t *Track) {
 	s.mu.Lock()
 	if _, ok := s.tracks[t]; ok {
 		delete(s.tracks, t)
-		s.ended.PacketsIn += t.packets.Load()
-		s.ended.BytesIn += t.bytes.Load()
-		s.ended.PLIs += t.plis.Load()
+		s.ended.PacketsIn += t.Packets()
+		s.ended.BytesIn += t.Bytes()
+		s.ended.PLIs += t.plis()
 	}
 	s.mu.Unlock()
 }
@@ -72,21 +62,7 @@ func (s *engineStats) endDown(d *DownTrack) {
 		s.ended.BytesOut += d.bytes.Load()
 		s.ended.Drops += d.drops.Load()
 		s.ended.NACKs += d.nacks.Load()
-	}
-	s.mu.Unlock()
-}
-
-func (s *engineStats) addWire(w *atomic.Uint64) {
-	s.mu.Lock()
-	s.wires[w] = struct{}{}
-	s.mu.Unlock()
-}
-
-func (s *engineStats) endWire(w *atomic.Uint64) {
-	s.mu.Lock()
-	if _, ok := s.wires[w]; ok {
-		delete(s.wires, w)
-		s.wire += w.Load()
+		s.ended.Retransmissions += d.retx.Load()
 	}
 	s.mu.Unlock()
 }
@@ -98,9 +74,9 @@ func (e *Engine) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.ended
 	for t := range s.tracks {
-		st.PacketsIn += t.packets.Load()
-		st.BytesIn += t.bytes.Load()
-		st.PLIs += t.plis.Load()
+		st.PacketsIn += t.Packets()
+		st.BytesIn += t.Bytes()
+		st.PLIs += t.plis()
 	}
 	var lossSum float64
 	var reported int
@@ -109,6 +85,7 @@ func (e *Engine) Stats() Stats {
 		st.BytesOut += d.bytes.Load()
 		st.Drops += d.drops.Load()
 		st.NACKs += d.nacks.Load()
+		st.Retransmissions += d.retx.Load()
 		if l := d.loss.Load(); l > 0 {
 			lossSum += float64(l-1) / 256
 			reported++
@@ -117,36 +94,5 @@ func (e *Engine) Stats() Stats {
 	if reported > 0 {
 		st.LossRatio = lossSum / float64(reported)
 	}
-	wire := s.wire
-	for w := range s.wires {
-		wire += w.Load()
-	}
-	// What went on the wire beyond what the DownTracks wrote was resent by
-	// the NACK responder. Sampled without a global lock, so the difference
-	// may dip for a moment: a counter never goes down.
-	if wire > st.PacketsOut && wire-st.PacketsOut > s.retx {
-		s.retx = wire - st.PacketsOut
-	}
-	st.Retransmissions = s.retx
 	return st
-}
-
-// wireCounter is the interceptor nearest the network on a subscriber
-// connection: it counts every RTP packet written, retransmissions included.
-type wireCounter struct {
-	interceptor.NoOp
-	n *atomic.Uint64
-}
-
-func (w *wireCounter) BindLocalStream(_ *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
-	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		w.n.Add(1)
-		return writer.Write(h, payload, a)
-	})
-}
-
-type wireCounterFactory struct{ n *atomic.Uint64 }
-
-func (f wireCounterFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &wireCounter{n: f.n}, nil
 }

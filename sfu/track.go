@@ -1,9 +1,10 @@
 package sfu
 
 import (
-	"errors"
-	"io"
 	"log/slog"
+	"math"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,47 +14,150 @@ import (
 )
 
 // keyframeInterval is the shortest time between two keyframe requests sent
-// to one publisher track, however many subscribers ask (NOTES 14).
+// to one publisher stream, however many subscribers ask (NOTES 14).
 const keyframeInterval = 300 * time.Millisecond
 
-// Track is one incoming (published) track. Its read loop is the only reader
-// of the remote track; it stores each packet in the ring and hands the
-// packet's number to every DownTrack without blocking.
+// LayerDesc is what a publisher says about one simulcast encoding.
+type LayerDesc struct {
+	RID           string
+	Width, Height int
+	MaxBitrate    uint64 // bits/s
+}
+
+// Track is one published track. It has one Layer, or one per simulcast
+// encoding (up to three, lowest quality first); each DownTrack forwards one
+// of them.
 type Track struct {
-	sid    string
-	cid    string
-	kind   webrtc.RTPCodecType
-	codec  webrtc.RTPCodecCapability
-	remote *webrtc.TrackRemote
-	log    *slog.Logger
+	sid   string
+	cid   string
+	kind  webrtc.RTPCodecType
+	codec webrtc.RTPCodecCapability
+	vp8   bool
+	vp9   bool
+	log   *slog.Logger
 
-	// sendPLI asks the publisher for a keyframe; nil for audio.
-	sendPLI func()
+	desc      []LayerDesc // the publisher's description, lowest first
+	simulcast bool
 
-	ring    ring
-	lastNum uint64 // read loop only
+	lmu    sync.Mutex // serializes changes to layers
+	layers [maxLayers]atomic.Pointer[Layer]
 
-	mu    sync.Mutex                   // serializes changes to downs
-	downs atomic.Pointer[[]*DownTrack] // copy-on-write (NOTES 11)
+	amu   sync.Mutex                   // serializes changes to all
+	all   atomic.Pointer[[]*DownTrack] // every subscriber, whatever its layer
+	muted atomic.Bool
 
-	muted      atomic.Bool
-	lastPLI    atomic.Int64 // unix nanoseconds
-	pendingPLI atomic.Bool
+	// audio level (RFC 6464), summed between two AudioLevel calls
+	levelExt uint8
+	levelSum atomic.Uint64 // linear amplitude × 1e6
+	levelN   atomic.Uint64
 
-	packets atomic.Uint64
-	bytes   atomic.Uint64
-	plis    atomic.Uint64
-	stats   *engineStats // nil in unit tests
+	// dynacast: the layers some subscriber wants
+	onLayers  atomic.Pointer[func(rids []string)]
+	activeMu  sync.Mutex
+	active    []string
+	wantedAt  [maxLayers]time.Time
+	lastLayer atomic.Int64 // unix nanoseconds a layer was last added
 
+	stats *engineStats // nil in unit tests
+
+	started   atomic.Bool
+	ended     atomic.Int32 // layers whose read loop ended
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
+// newTrack makes a track with one layer (not simulcast).
 func newTrack(cid string, kind webrtc.RTPCodecType, codec webrtc.RTPCodecCapability, sendPLI func(), log *slog.Logger) *Track {
-	t := &Track{cid: cid, kind: kind, codec: codec, sendPLI: sendPLI, log: log, done: make(chan struct{})}
-	empty := []*DownTrack{}
-	t.downs.Store(&empty)
+	t := newTrackGroup(cid, kind, codec, nil, log)
+	t.layers[0].Store(newLayer(t, 0, "", sendPLI))
 	return t
+}
+
+func newTrackGroup(cid string, kind webrtc.RTPCodecType, codec webrtc.RTPCodecCapability, desc []LayerDesc, log *slog.Logger) *Track {
+	t := &Track{cid: cid, kind: kind, codec: codec, desc: desc, log: log, done: make(chan struct{}),
+		vp8: strings.EqualFold(codec.MimeType, webrtc.MimeTypeVP8), vp9: strings.EqualFold(codec.MimeType, webrtc.MimeTypeVP9)}
+	empty := []*DownTrack{}
+	t.all.Store(&empty)
+	return t
+}
+
+// rank orders simulcast RIDs: by the publisher's description, else q < h <
+// f (and l < m < h, 0 < 1 < 2); -1 when unknown.
+func rank(desc []LayerDesc, rid string) int {
+	for i, d := range desc {
+		if d.RID == rid {
+			return min(i, maxLayers-1)
+		}
+	}
+	for _, order := range [][]string{{"q", "h", "f"}, {"l", "m", "h"}, {"0", "1", "2"}, {"low", "mid", "high"}} {
+		if i := slices.Index(order, rid); i >= 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// addLayer adds one simulcast encoding; false when the track already has
+// as many as it can take.
+func (t *Track) addLayer(rid string, remote *webrtc.TrackRemote, sendPLI func()) *Layer {
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	idx := rank(t.desc, rid)
+	if idx < 0 || t.layers[idx].Load() != nil {
+		idx = -1
+		for i := range maxLayers {
+			if t.layers[i].Load() == nil {
+				idx = i
+				break
+			}
+		}
+		if idx < 0 {
+			return nil
+		}
+	}
+	l := newLayer(t, idx, rid, sendPLI)
+	l.remote = remote
+	for _, d := range t.desc {
+		if d.RID == rid {
+			l.maxBitrate = d.MaxBitrate
+			l.width.Store(uint32(max(d.Width, 0)))
+			l.height.Store(uint32(max(d.Height, 0)))
+		}
+	}
+	t.layers[idx].Store(l)
+	t.lastLayer.Store(time.Now().UnixNano())
+	if t.started.Load() {
+		go l.readLoop()
+	}
+	return l
+}
+
+// layer returns layer i, or nil.
+func (t *Track) layer(i int) *Layer {
+	if i < 0 || i >= maxLayers {
+		return nil
+	}
+	return t.layers[i].Load()
+}
+
+func (t *Track) layerCount() int {
+	n := 0
+	for i := range maxLayers {
+		if t.layers[i].Load() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// top is the index of the highest layer, or -1.
+func (t *Track) top() int {
+	for i := maxLayers - 1; i >= 0; i-- {
+		if t.layers[i].Load() != nil {
+			return i
+		}
+	}
+	return -1
 }
 
 // SID is the server's id of the track, set by Start.
@@ -68,22 +172,79 @@ func (t *Track) Kind() webrtc.RTPCodecType { return t.kind }
 // Codec is the codec the publisher sends.
 func (t *Track) Codec() webrtc.RTPCodecCapability { return t.codec }
 
+// Simulcast reports whether the track has RID layers.
+func (t *Track) Simulcast() bool { return t.simulcast }
+
+// Layers lists the RIDs of the track's layers, lowest first.
+func (t *Track) Layers() []string {
+	var out []string
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			out = append(out, l.rid)
+		}
+	}
+	return out
+}
+
 // Done is closed when the track has ended.
 func (t *Track) Done() <-chan struct{} { return t.done }
 
-// Packets and Bytes count what the track received.
-func (t *Track) Packets() uint64 { return t.packets.Load() }
+// Packets counts what the track received, all layers together.
+func (t *Track) Packets() uint64 {
+	var n uint64
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			n += l.packets.Load()
+		}
+	}
+	return n
+}
+
+// Bytes counts received RTP bytes, all layers together.
+func (t *Track) Bytes() uint64 {
+	var n uint64
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			n += l.bytes.Load()
+		}
+	}
+	return n
+}
+
+func (t *Track) plis() uint64 {
+	var n uint64
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			n += l.plis.Load()
+		}
+	}
+	return n
+}
 
 // Subscribers counts the DownTracks fed by t.
-func (t *Track) Subscribers() int { return len(*t.downs.Load()) }
+func (t *Track) Subscribers() int { return len(*t.all.Load()) }
 
-// Bytes counts received RTP bytes.
-func (t *Track) Bytes() uint64 { return t.bytes.Load() }
-
-// Start names the track and starts its read loop.
+// Start names the track and starts the read loops of its layers.
 func (t *Track) Start(sid string) {
 	t.sid = sid
-	go t.readLoop()
+	t.lmu.Lock()
+	t.started.Store(true)
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil && l.remote != nil {
+			go l.readLoop()
+		}
+	}
+	t.lmu.Unlock()
+	if t.simulcast {
+		go t.dynacastLoop()
+	}
+}
+
+// layerEnded ends the track when its last layer's stream ends.
+func (t *Track) layerEnded(*Layer) {
+	if int(t.ended.Add(1)) >= t.layerCount() {
+		t.Close()
+	}
 }
 
 // SetMuted stops (or resumes) forwarding to every subscriber. On unmute the
@@ -97,7 +258,7 @@ func (t *Track) SetMuted(muted bool) {
 	}
 	// Resume right after the last packet sent, so the muted period leaves
 	// no gap in sequence numbers; video resumes on a keyframe.
-	for _, d := range *t.downs.Load() {
+	for _, d := range *t.all.Load() {
 		d.resync.Store(true)
 		if t.kind == webrtc.RTPCodecTypeVideo {
 			d.needKeyframe.Store(true)
@@ -121,97 +282,128 @@ func (t *Track) Close() {
 	})
 }
 
-func (t *Track) readLoop() {
-	defer t.Close()
-	buf := make([]byte, packetMTU)
-	for {
-		n, _, err := t.remote.Read(buf)
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				t.log.Debug("track read ended", "track", t.sid, "err", err)
-			}
-			return
-		}
-		select {
-		case <-t.done:
-			return
-		default:
-		}
-		t.forward(buf[:n])
-	}
-}
-
-// forward stores one packet and queues it to every subscriber. It is the
-// per-packet hot path: no allocation, no lock held across a write.
-func (t *Track) forward(pkt []byte) {
-	if len(pkt) < 12 {
-		return
-	}
-	t.packets.Add(1)
-	t.bytes.Add(uint64(len(pkt)))
-	t.lastNum++
-	num := t.lastNum
-	t.ring.put(num, pkt)
-	if t.muted.Load() {
-		return
-	}
-	for _, d := range *t.downs.Load() {
-		d.enqueue(t, num)
-	}
-}
+// forward feeds a packet to the first layer (tests).
+func (t *Track) forward(pkt []byte) { t.layer(0).forward(pkt) }
 
 func (t *Track) addDown(d *DownTrack) {
-	t.mu.Lock()
-	old := *t.downs.Load()
+	t.amu.Lock()
+	old := *t.all.Load()
 	next := make([]*DownTrack, len(old), len(old)+1)
 	copy(next, old)
 	next = append(next, d)
-	t.downs.Store(&next)
-	t.mu.Unlock()
+	t.all.Store(&next)
+	t.amu.Unlock()
 }
 
 func (t *Track) removeDown(d *DownTrack) {
-	t.mu.Lock()
-	old := *t.downs.Load()
+	t.amu.Lock()
+	old := *t.all.Load()
 	next := make([]*DownTrack, 0, len(old))
 	for _, x := range old {
 		if x != d {
 			next = append(next, x)
 		}
 	}
-	t.downs.Store(&next)
-	t.mu.Unlock()
+	t.all.Store(&next)
+	t.amu.Unlock()
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			l.removeDown(d)
+		}
+	}
 }
 
-// RequestKeyframe asks the publisher for a keyframe, at most once per
-// keyframeInterval; a request inside the interval is sent when it ends.
+// RequestKeyframe asks the publisher for a keyframe on every layer.
 func (t *Track) RequestKeyframe() {
-	if t.sendPLI == nil {
-		return
-	}
-	now := time.Now().UnixNano()
-	last := t.lastPLI.Load()
-	wait := time.Duration(last + int64(keyframeInterval) - now)
-	if wait <= 0 {
-		if t.lastPLI.CompareAndSwap(last, now) {
-			t.plis.Add(1)
-			t.sendPLI()
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			l.RequestKeyframe()
 		}
+	}
+}
+
+// addLevel adds one audio level sample (RFC 6464: 0 is loudest, in -dBov).
+func (t *Track) addLevel(dBov uint8) {
+	amp := math.Pow(10, -float64(dBov)/20)
+	t.levelSum.Add(uint64(amp * 1e6))
+	t.levelN.Add(1)
+}
+
+// AudioLevel is the mean linear audio level (0-1) of the packets received
+// since the last call, and whether any carried a level.
+func (t *Track) AudioLevel() (float64, bool) {
+	n := t.levelN.Swap(0)
+	sum := t.levelSum.Swap(0)
+	if n == 0 {
+		return 0, false
+	}
+	return float64(sum) / 1e6 / float64(n), true
+}
+
+// OnLayers sets the function told which simulcast layers some subscriber
+// wants (dynacast), when that set changes.
+func (t *Track) OnLayers(f func(rids []string)) { t.onLayers.Store(&f) }
+
+// dynacastHold is how long a layer nobody wants keeps being sent before the
+// publisher is told to pause it.
+const dynacastHold = 3 * time.Second
+
+func (t *Track) dynacastLoop() {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-tick.C:
+			t.updateActive(time.Now())
+		}
+	}
+}
+
+// updateActive recomputes the layers subscribers want; a layer is added at
+// once and dropped dynacastHold after the last subscriber stopped wanting
+// it. Layers stay on while the track has just been published.
+func (t *Track) updateActive(now time.Time) {
+	if !t.simulcast {
 		return
 	}
-	if t.pendingPLI.CompareAndSwap(false, true) {
-		time.AfterFunc(wait, func() {
-			t.pendingPLI.Store(false)
-			select {
-			case <-t.done:
-				return
-			default:
-			}
-			t.lastPLI.Store(time.Now().UnixNano())
-			t.plis.Add(1)
-			t.sendPLI()
-		})
+	f := t.onLayers.Load()
+	if f == nil {
+		return
 	}
+	t.activeMu.Lock()
+	defer t.activeMu.Unlock()
+	for _, d := range *t.all.Load() {
+		for _, i := range [2]int32{d.want.Load(), d.curIdx.Load()} {
+			if i >= 0 && i < maxLayers {
+				t.wantedAt[i] = now
+			}
+		}
+	}
+	fresh := now.UnixNano()-t.lastLayer.Load() < int64(dynacastHold)
+	var active []string
+	for i := range maxLayers {
+		l := t.layer(i)
+		if l == nil {
+			continue
+		}
+		if fresh || now.Sub(t.wantedAt[i]) < dynacastHold {
+			active = append(active, l.rid)
+		}
+	}
+	if t.active != nil && slices.Equal(active, t.active) {
+		return
+	}
+	if t.active == nil && len(active) == t.layerCount() {
+		t.active = active // the publisher starts with every layer on
+		return
+	}
+	if active == nil {
+		active = []string{}
+	}
+	t.active = active
+	(*f)(slices.Clone(active))
 }
 
 // pliSender returns a function that sends a PLI for ssrc on pc.
@@ -219,4 +411,14 @@ func pliSender(pc *webrtc.PeerConnection, ssrc webrtc.SSRC) func() {
 	return func() {
 		_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}})
 	}
+}
+
+// lowest is the index of the lowest layer, or -1.
+func (t *Track) lowest() int {
+	for i := range maxLayers {
+		if t.layers[i].Load() != nil {
+			return i
+		}
+	}
+	return -1
 }

@@ -291,6 +291,8 @@ func parseMessage(data []byte) (string, any, error) {
 		v = &Mute{}
 	case TypeUnpublish:
 		v = &Unpublish{}
+	case TypeTrackSettings:
+		v = &TrackSettings{}
 	case TypeLeave, TypePong:
 		return env.Type, nil, nil
 	case TypePing:
@@ -363,6 +365,9 @@ func (c *conn) handle(data []byte) {
 		descs := make([]rooms.TrackDesc, len(m.Tracks))
 		for i, t := range m.Tracks {
 			descs[i] = rooms.TrackDesc{TrackID: t.TrackID, Source: t.Source, Muted: t.Muted}
+			for _, l := range t.Layers {
+				descs[i].Layers = append(descs[i].Layers, sfu.LayerDesc{RID: l.RID, Width: l.Width, Height: l.Height, MaxBitrate: l.MaxBitrate})
+			}
 		}
 		err = c.part.HandleOffer(m.SDP, descs)
 	case *Answer:
@@ -379,6 +384,8 @@ func (c *conn) handle(data []byte) {
 		err = c.part.SetMuted(m.TrackSID, m.Muted)
 	case *Unpublish:
 		err = c.part.Unpublish(m.TrackSID)
+	case *TrackSettings:
+		err = c.part.SetTrackSettings(m.TrackSID, sfu.TrackSettings{Width: m.Width, Height: m.Height, Quality: m.Quality, Paused: m.Paused})
 	case *Ping:
 		c.send(TypePong, m)
 		return
@@ -542,6 +549,10 @@ func (c *conn) deliver(ev any) {
 		c.send(TypeTrackUnpub, TrackUnpublished{ParticipantSID: e.ParticipantSID, TrackSID: e.TrackSID})
 	case rooms.TrackMuted:
 		c.send(TypeTrackMuted, TrackMuted{ParticipantSID: e.ParticipantSID, TrackSID: e.TrackSID, Muted: e.Muted})
+	case rooms.SetLayers:
+		c.send(TypeSetLayers, SetLayers{TrackSID: e.TrackSID, Active: e.Active})
+	case rooms.Speakers:
+		c.send(TypeSpeakers, Speakers{Speakers: e.Speakers})
 	case rooms.ParticipantUpdated:
 		c.send(TypePartUpdated, ParticipantUpdated{Participant: e.Participant, Grants: e.Grants})
 	case rooms.Answer:

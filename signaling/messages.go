@@ -14,28 +14,31 @@ const ProtocolVersion = 1
 // {"type": "...", "data": {...}}; data holds the payload struct for that type.
 const (
 	// client -> server
-	TypeJoin        = "join"
-	TypeOffer       = "offer"     // also server -> client (subscriber offer)
-	TypeAnswer      = "answer"    // also server -> client (publisher answer)
-	TypeCandidate   = "candidate" // both directions
-	TypeMute        = "mute"      // client asks to (un)mute one of its tracks
-	TypeUnpublish   = "unpublish" // client stops publishing a track
-	TypeLeave       = "leave"     // both directions
-	TypePing        = "ping"      // both directions
-	TypePong        = "pong"      // both directions
-	TypeJoined      = "joined"    // server -> client
-	TypePartJoined  = "participant_joined"
-	TypePartLeft    = "participant_left"
-	TypeTrackPub    = "track_published"
-	TypeTrackUnpub  = "track_unpublished"
-	TypeTrackMuted  = "track_muted"
-	TypePartUpdated = "participant_updated"
-	TypeResume      = "resume"      // client -> server, instead of join
-	TypeResumed     = "resumed"     // server -> client
-	TypeICERestart  = "ice_restart" // client -> server
-	TypeError       = "error"
-	TargetPublisher = "publisher"
-	TargetSubscrib  = "subscriber"
+	TypeJoin          = "join"
+	TypeOffer         = "offer"     // also server -> client (subscriber offer)
+	TypeAnswer        = "answer"    // also server -> client (publisher answer)
+	TypeCandidate     = "candidate" // both directions
+	TypeMute          = "mute"      // client asks to (un)mute one of its tracks
+	TypeUnpublish     = "unpublish" // client stops publishing a track
+	TypeLeave         = "leave"     // both directions
+	TypePing          = "ping"      // both directions
+	TypePong          = "pong"      // both directions
+	TypeJoined        = "joined"    // server -> client
+	TypePartJoined    = "participant_joined"
+	TypePartLeft      = "participant_left"
+	TypeTrackPub      = "track_published"
+	TypeTrackUnpub    = "track_unpublished"
+	TypeTrackMuted    = "track_muted"
+	TypePartUpdated   = "participant_updated"
+	TypeResume        = "resume"         // client -> server, instead of join
+	TypeResumed       = "resumed"        // server -> client
+	TypeICERestart    = "ice_restart"    // client -> server
+	TypeTrackSettings = "track_settings" // client -> server
+	TypeSetLayers     = "set_layers"     // server -> client
+	TypeSpeakers      = "speakers"       // server -> client
+	TypeError         = "error"
+	TargetPublisher   = "publisher"
+	TargetSubscrib    = "subscriber"
 )
 
 // Envelope is the outer frame of every message.
@@ -70,6 +73,37 @@ type TrackDesc struct {
 	TrackID string `json:"track_id"`
 	Source  string `json:"source"` // camera, microphone, screen, screen_audio
 	Muted   bool   `json:"muted,omitempty"`
+	// Layers are the simulcast encodings, lowest quality first.
+	Layers []LayerDesc `json:"layers,omitempty"`
+}
+
+// LayerDesc describes one simulcast encoding of a published track.
+type LayerDesc struct {
+	RID        string `json:"rid"`
+	Width      int    `json:"width,omitempty"`
+	Height     int    `json:"height,omitempty"`
+	MaxBitrate uint64 `json:"max_bitrate,omitempty"`
+}
+
+// TrackSettings says how the client shows one track it receives.
+type TrackSettings struct {
+	TrackSID string `json:"track_sid"`
+	Width    int    `json:"width,omitempty"`
+	Height   int    `json:"height,omitempty"`
+	Quality  string `json:"quality,omitempty"`
+	Paused   bool   `json:"paused,omitempty"`
+}
+
+// SetLayers lists the simulcast layers of one of the client's tracks that
+// some subscriber wants (dynacast).
+type SetLayers struct {
+	TrackSID string   `json:"track_sid"`
+	Active   []string `json:"active"`
+}
+
+// Speakers lists the participants speaking now, loudest first.
+type Speakers struct {
+	Speakers []rooms.Speaker `json:"speakers"`
 }
 
 // Offer carries an SDP offer. From the client it is for the publisher

@@ -37,6 +37,9 @@ type relay struct {
 func (r *relay) Send(ev any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.to == nil {
+		r.dropStale(ev)
+	}
 	switch {
 	case r.to != nil:
 		r.to.Send(ev)
@@ -44,6 +47,25 @@ func (r *relay) Send(ev any) {
 		r.held = append(r.held, ev)
 	default:
 		r.over = true
+	}
+}
+
+// dropStale forgets a kept event that ev replaces: only the latest
+// speakers list, and the latest layer set of each track, matter.
+func (r *relay) dropStale(ev any) {
+	for i, old := range r.held {
+		stale := false
+		switch e := ev.(type) {
+		case rooms.Speakers:
+			_, stale = old.(rooms.Speakers)
+		case rooms.SetLayers:
+			o, ok := old.(rooms.SetLayers)
+			stale = ok && o.TrackSID == e.TrackSID
+		}
+		if stale {
+			r.held = append(r.held[:i], r.held[i+1:]...)
+			return
+		}
 	}
 }
 

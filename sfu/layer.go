@@ -1,0 +1,250 @@
+package sfu
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// maxLayers is the most simulcast encodings a track may have.
+const maxLayers = 3
+
+// Default bitrates (bits/s) assumed for a layer before it has been measured
+// or described, lowest first.
+var defaultLayerRates = [maxLayers]uint64{150_000, 500_000, 1_500_000}
+
+// Layer is one RTP stream of a Track: the whole track, or one simulcast
+// encoding (RID). Its read loop is the only reader of the remote stream; it
+// stores each packet in the ring and hands the packet's number to the
+// DownTracks that forward this layer, without blocking.
+type Layer struct {
+	t       *Track
+	idx     int // quality rank: 0 is the lowest
+	rid     string
+	remote  *webrtc.TrackRemote
+	sendPLI func() // nil for audio
+
+	ring    ring
+	lastNum uint64 // read loop only
+
+	mu    sync.Mutex                   // serializes changes to downs
+	downs atomic.Pointer[[]*DownTrack] // copy-on-write (NOTES 11)
+
+	lastPLI    atomic.Int64 // unix nanoseconds
+	pendingPLI atomic.Bool
+
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	plis    atomic.Uint64
+	lastAt  atomic.Int64  // unix nanoseconds of the last packet
+	rate    atomic.Uint64 // bits/s over the last measured second; the last one seen while paused
+	// declared by the publisher (0: unknown)
+	maxBitrate uint64
+	// size of the video, from keyframes (VP8) or the publisher's
+	// description; svc holds the sizes of VP9 spatial layers
+	width, height atomic.Uint32
+	svc           [maxLayers]struct{ w, h atomic.Uint32 }
+	svcLayers     atomic.Int32 // number of VP9 spatial layers seen (0: not SVC)
+
+	rateStart int64 // read loop only
+	rateBytes uint64
+}
+
+func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
+	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI}
+	empty := []*DownTrack{}
+	l.downs.Store(&empty)
+	return l
+}
+
+// RID is the simulcast encoding id ("" when the track is not simulcast).
+func (l *Layer) RID() string { return l.rid }
+
+// Bitrate is the layer's measured bitrate, or its declared or default one
+// before it has been measured.
+func (l *Layer) Bitrate() uint64 {
+	if r := l.rate.Load(); r > 0 {
+		return r
+	}
+	if l.maxBitrate > 0 {
+		return l.maxBitrate
+	}
+	if l.t.kind == webrtc.RTPCodecTypeAudio {
+		return 40_000
+	}
+	n := l.t.layerCount()
+	return defaultLayerRates[maxLayers-n+min(l.idx, n-1)]
+}
+
+// live reports whether the layer received a packet in the last second
+// (the publisher may pause a layer nobody wants).
+func (l *Layer) live(now int64) bool {
+	return now-l.lastAt.Load() < int64(time.Second)
+}
+
+func (l *Layer) readLoop() {
+	defer l.t.layerEnded(l)
+	buf := make([]byte, packetMTU)
+	for {
+		n, _, err := l.remote.Read(buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				l.t.log.Debug("track read ended", "track", l.t.sid, "rid", l.rid, "err", err)
+			}
+			return
+		}
+		select {
+		case <-l.t.done:
+			return
+		default:
+		}
+		l.forward(buf[:n])
+	}
+}
+
+// forward stores one packet and queues it to every DownTrack of the layer.
+// It is the per-packet hot path: no allocation, no lock held across a write.
+func (l *Layer) forward(pkt []byte) {
+	if len(pkt) < 12 {
+		return
+	}
+	now := time.Now().UnixNano()
+	l.packets.Add(1)
+	l.bytes.Add(uint64(len(pkt)))
+	l.lastAt.Store(now)
+	l.measure(now, len(pkt))
+	t := l.t
+	switch {
+	case t.kind == webrtc.RTPCodecTypeAudio:
+		if t.levelExt != 0 {
+			if lvl, ok := audioLevel(pkt, t.levelExt); ok {
+				t.addLevel(lvl)
+			}
+		}
+	case t.vp9:
+		l.inspectVP9(pkt)
+	case t.vp8:
+		l.inspectVP8(pkt)
+	}
+	l.lastNum++
+	num := l.lastNum
+	l.ring.put(num, pkt)
+	if t.muted.Load() {
+		return
+	}
+	for _, d := range *l.downs.Load() {
+		d.enqueue(l, num)
+	}
+}
+
+// measure keeps the bitrate over windows of about a second.
+func (l *Layer) measure(now int64, n int) {
+	if l.rateStart == 0 {
+		l.rateStart = now
+	}
+	l.rateBytes += uint64(n)
+	if el := now - l.rateStart; el >= int64(time.Second) {
+		l.rate.Store(l.rateBytes * 8 * uint64(time.Second) / uint64(el))
+		l.rateStart, l.rateBytes = now, 0
+	}
+}
+
+// inspectVP8 reads the frame size from keyframes.
+func (l *Layer) inspectVP8(pkt []byte) {
+	hl := rtpHeaderLen(pkt)
+	if hl <= 0 {
+		return
+	}
+	if w, h, ok := vp8KeyframeSize(pkt[hl:]); ok {
+		l.width.Store(uint32(w))
+		l.height.Store(uint32(h))
+	}
+}
+
+// inspectVP9 reads the spatial layer sizes from the scalability structure
+// that VP9 keyframes carry.
+func (l *Layer) inspectVP9(pkt []byte) {
+	hl := rtpHeaderLen(pkt)
+	if hl <= 0 {
+		return
+	}
+	var d vp9Desc
+	if !d.parse(pkt[hl:]) || !d.hasSS {
+		return
+	}
+	l.svcLayers.Store(int32(min(d.ssLayers, maxLayers)))
+	for i := 0; i < min(d.ssLayers, maxLayers); i++ {
+		l.svc[i].w.Store(uint32(d.ssW[i]))
+		l.svc[i].h.Store(uint32(d.ssH[i]))
+	}
+	if d.ssLayers > 0 {
+		top := min(d.ssLayers, maxLayers) - 1
+		l.width.Store(uint32(d.ssW[top]))
+		l.height.Store(uint32(d.ssH[top]))
+	}
+}
+
+func (l *Layer) addDown(d *DownTrack) {
+	l.mu.Lock()
+	old := *l.downs.Load()
+	for _, x := range old {
+		if x == d {
+			l.mu.Unlock()
+			return
+		}
+	}
+	next := make([]*DownTrack, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, d)
+	l.downs.Store(&next)
+	l.mu.Unlock()
+}
+
+func (l *Layer) removeDown(d *DownTrack) {
+	l.mu.Lock()
+	old := *l.downs.Load()
+	next := make([]*DownTrack, 0, len(old))
+	for _, x := range old {
+		if x != d {
+			next = append(next, x)
+		}
+	}
+	l.downs.Store(&next)
+	l.mu.Unlock()
+}
+
+// RequestKeyframe asks the publisher for a keyframe on this layer, at most
+// once per keyframeInterval; a request inside the interval is sent when it
+// ends.
+func (l *Layer) RequestKeyframe() {
+	if l.sendPLI == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := l.lastPLI.Load()
+	wait := time.Duration(last + int64(keyframeInterval) - now)
+	if wait <= 0 {
+		if l.lastPLI.CompareAndSwap(last, now) {
+			l.plis.Add(1)
+			l.sendPLI()
+		}
+		return
+	}
+	if l.pendingPLI.CompareAndSwap(false, true) {
+		time.AfterFunc(wait, func() {
+			l.pendingPLI.Store(false)
+			select {
+			case <-l.t.done:
+				return
+			default:
+			}
+			l.lastPLI.Store(time.Now().UnixNano())
+			l.plis.Add(1)
+			l.sendPLI()
+		})
+	}
+}
