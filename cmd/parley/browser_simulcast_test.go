@@ -100,6 +100,9 @@ type layerOut struct {
 	Bytes  float64 `json:"bytes"`
 	Active bool    `json:"active"`
 	Limit  string  `json:"limit"`
+	// PLIs received for the layer and keyframes encoded.
+	PLIs      float64 `json:"plis"`
+	Keyframes float64 `json:"keyframes"`
 }
 
 // outboundLayers lists the publisher connection's outbound video with a
@@ -111,7 +114,7 @@ const outboundLayers = `(async () => {
   (await pc.getStats()).forEach((r) => {
     if (r.type !== 'outbound-rtp' || r.kind !== 'video' || !r.rid) return;
     out.push({rid: r.rid, width: r.frameWidth || 0, height: r.frameHeight || 0, bytes: r.bytesSent || 0,
-      active: r.active !== false, limit: r.qualityLimitationReason || ''});
+      active: r.active !== false, limit: r.qualityLimitationReason || '', plis: r.pliCount || 0, keyframes: r.keyFramesEncoded || 0});
   });
   return out.sort((a, b) => a.rid.localeCompare(b.rid));
 })()`
@@ -136,6 +139,38 @@ func settingsOf(psid string) string {
 })())`, psid)
 }
 
+// blockSockets makes the page's next WebSockets fail to connect, until
+// window.WebSocket = window.RealWebSocket. The sockets already open stay,
+// and dropSockets still finds them by their prototype.
+const blockSockets = `(() => {
+  const Real = WebSocket;
+  const blocked = function () { return new Real('ws://127.0.0.1:9/'); };
+  Object.assign(blocked, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+  blocked.prototype = Real.prototype;
+  window.RealWebSocket = Real;
+  window.WebSocket = blocked;
+  return true;
+})()`
+
+// allInbound describes every inbound RTP stream of the subscriber
+// connection, and the tracks of the tiles, as JSON (for failures).
+const allInbound = `(async () => {
+  const out = {inbound: [], tiles: []};
+  const pc = window.parley && window.parley.subscriberPC;
+  if (pc) (await pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp') out.inbound.push({kind: r.kind, mid: r.mid, track: r.trackIdentifier, packets: r.packetsReceived,
+      frames: r.framesDecoded, keyframes: r.keyFramesDecoded, plis: r.pliCount, firs: r.firCount, nacks: r.nackCount});
+  });
+  for (const v of document.querySelectorAll('.tile:not(.local) video')) {
+    for (const tr of v.srcObject.getTracks()) out.tiles.push({kind: tr.kind, id: tr.id, state: tr.readyState, muted: tr.muted});
+  }
+  out.mids = pc ? pc.getTransceivers().map((t) => [t.mid, t.receiver.track.kind, t.receiver.track.id, t.currentDirection]) : [];
+  return JSON.stringify(out);
+})()`
+
+// activeLayers lists the RIDs the publisher page encodes, sorted.
+const activeLayers = `[...window.parley.cameraLayers()].sort().join(',')`
+
 // nearestRid names the publisher layer whose frame width is nearest to w.
 func nearestRid(layers []layerOut, w float64) string {
 	best, dist := "", math.Inf(1)
@@ -159,10 +194,12 @@ func bytesOver(t *testing.T, p *page, psid string, d time.Duration) float64 {
 // TestBrowserSimulcast: a publisher sends its camera as simulcast; one
 // page shows it small (160x90) and one large (1280x720).
 //   - the publisher sends three RID layers and lists them in its offer;
-//   - the small page decodes a narrower layer than the large one;
+//   - the small page decodes a narrower layer than the large one, and the
+//     large one the top layer;
 //   - the publisher encodes only the layers watched (set_layers);
 //   - the small page hides its tile: its video stops, then resumes when
-//     shown again;
+//     shown again; hidden while its socket is down, the page tells the
+//     server after the resume;
 //   - active speaker: the publisher's fake microphone beeps and the other
 //     pages highlight its tile and People entry; muted, it is not.
 func TestBrowserSimulcast(t *testing.T) {
@@ -204,10 +241,24 @@ func TestBrowserSimulcast(t *testing.T) {
 		p.run(t, 5*time.Second, chromedp.WaitEnabled(chromedp.CSS("#btn-mic")), chromedp.Click(chromedp.CSS("#btn-mic")))
 		p.waitTrue(t, "the microphone is off", `document.querySelector('#btn-mic').getAttribute('aria-pressed') === 'false'`, 5*time.Second)
 		p.waitTrue(t, "the publisher's tile", sizeTile(pubSID, w, h), mediaTimeout)
-		p.waitFor(t, "decodes the publisher's camera", framesOf(pubSID, "camera"), mediaTimeout, func(v float64) bool { return v > 0 })
+		ctx, cancel := context.WithTimeout(context.Background(), mediaTimeout)
+		defer cancel()
+		for value[videoIn](t, p, inboundOf(pubSID)).Frames == 0 {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s: does not decode the publisher's camera after %s: it receives %+v (inbound: %s), told %s; the publisher encodes %s: %+v",
+					name, mediaTimeout, value[videoIn](t, p, inboundOf(pubSID)), value[string](t, p, allInbound), value[string](t, p, settingsOf(pubSID)),
+					value[string](t, pub, activeLayers), value[[]layerOut](t, pub, outboundLayers))
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		return p
 	}
 	small := watch("small", 160, 90)
+	// With one small viewer, the publisher encodes only the lowest layer;
+	// the large viewer comes in while the others are off.
+	only := poll(t, pub, "encodes only the small layer", activeLayers, 15*time.Second, func(s string) bool { return s == "q" })
+	t.Logf("with the small viewer alone the publisher encodes %s", only)
 	large := watch("large", 1280, 720)
 	smallSID, largeSID := selfField(t, small, "sid"), selfField(t, large, "sid")
 	t.Logf("three pages decode after %s", time.Since(start).Round(time.Millisecond))
@@ -237,30 +288,43 @@ func TestBrowserSimulcast(t *testing.T) {
 	var smallIn, largeIn videoIn
 	var smallRid, largeRid string
 	t.Run("small and large", func(t *testing.T) {
+		began := time.Now()
+		var timeline []string // what both decode, as it changes
 		ctx, cancel := context.WithTimeout(context.Background(), mediaTimeout)
 		defer cancel()
 		for {
 			smallIn = value[videoIn](t, small, inboundOf(pubSID))
 			largeIn = value[videoIn](t, large, inboundOf(pubSID))
+			now := fmt.Sprintf("small %vx%v, large %vx%v", smallIn.Width, smallIn.Height, largeIn.Width, largeIn.Height)
+			if len(timeline) == 0 || !strings.HasSuffix(timeline[len(timeline)-1], now) {
+				timeline = append(timeline, fmt.Sprintf("%.1fs: %s", time.Since(began).Seconds(), now))
+			}
 			if smallIn.Width > 0 && largeIn.Width > 0 && smallIn.Width < largeIn.Width {
 				break
 			}
 			select {
 			case <-ctx.Done():
 				layers := value[[]layerOut](t, pub, outboundLayers)
-				t.Fatalf("small decodes %vx%v, large %vx%v after %s; the publisher sends %+v", smallIn.Width, smallIn.Height,
-					largeIn.Width, largeIn.Height, mediaTimeout, layers)
+				t.Fatalf("small decodes %vx%v, large %vx%v after %s (%s); the publisher sends %+v", smallIn.Width, smallIn.Height,
+					largeIn.Width, largeIn.Height, mediaTimeout, strings.Join(timeline, "; "), layers)
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
 		layers := value[[]layerOut](t, pub, outboundLayers)
 		smallRid, largeRid = nearestRid(layers, smallIn.Width), nearestRid(layers, largeIn.Width)
-		t.Logf("small decodes %vx%v (layer %s), large %vx%v (layer %s); publisher %+v", smallIn.Width, smallIn.Height, smallRid,
-			largeIn.Width, largeIn.Height, largeRid, layers)
+		t.Logf("small decodes %vx%v (layer %s), large %vx%v (layer %s) [%s]; publisher %+v", smallIn.Width, smallIn.Height, smallRid,
+			largeIn.Width, largeIn.Height, largeRid, strings.Join(timeline, "; "), layers)
 	})
 
-	// activeLayers is what the publisher encodes, sorted.
-	activeLayers := `[...window.parley.cameraLayers()].sort().join(',')`
+	// On loopback nothing limits the bandwidth: the large tile gets the
+	// top layer, the one the capture's own size.
+	t.Run("large gets the top layer", func(t *testing.T) {
+		in := poll(t, large, "decodes 1280 wide", inboundOf(pubSID), mediaTimeout, func(v videoIn) bool { return v.Width >= 1280 })
+		largeIn = in
+		largeRid = nearestRid(value[[]layerOut](t, pub, outboundLayers), in.Width)
+		t.Logf("large decodes %vx%v (layer %s)", in.Width, in.Height, largeRid)
+	})
+
 	want := func(rids ...string) string {
 		slices.Sort(rids)
 		return strings.Join(slices.Compact(rids), ",")
@@ -311,6 +375,35 @@ func TestBrowserSimulcast(t *testing.T) {
 		if smallRid != largeRid {
 			poll(t, pub, "encodes the small layer again", activeLayers, 15*time.Second, func(s string) bool { return s == want(smallRid, largeRid) })
 		}
+	})
+
+	// The page hides the tile while its socket is down: it cannot tell the
+	// server then, and does once the session is resumed.
+	t.Run("resume tells again", func(t *testing.T) {
+		value[bool](t, small, blockSockets)
+		if n := dropSockets(t, small); n < 1 {
+			t.Fatal("the small page had no WebSocket")
+		}
+		small.waitTrue(t, "reconnecting", `window.parley.state === 'reconnecting'`, 5*time.Second)
+		value[bool](t, small, fmt.Sprintf(`(document.querySelector(%q).hidden = true)`, cameraTile(pubSID)))
+		time.Sleep(time.Second) // the page would have told "paused" by now
+		if s := value[string](t, small, settingsOf(pubSID)); !strings.Contains(s, `"width":160`) {
+			t.Fatalf("while the socket was down the page told %s", s)
+		}
+		value[bool](t, small, `(window.WebSocket = window.RealWebSocket, document.querySelector('#btn-retry').click(), true)`)
+		small.waitTrue(t, "resumed", `window.parley.state === 'connected'`, 15*time.Second)
+		if sid := selfField(t, small, "sid"); sid != smallSID {
+			t.Fatalf("the small page is %s after the reconnect, want its session %s resumed", sid, smallSID)
+		}
+		poll(t, small, "tells paused after the resume", settingsOf(pubSID), 10*time.Second, func(s string) bool { return strings.Contains(s, `"paused":true`) })
+		deadline := time.Now().Add(10 * time.Second)
+		for n := bytesOver(t, small, pubSID, time.Second); n >= 1000; n = bytesOver(t, small, pubSID, time.Second) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the tile hidden during the outage still receives %.0f bytes/s", n)
+			}
+		}
+		value[bool](t, small, fmt.Sprintf(`(document.querySelector(%q).hidden = false, true)`, cameraTile(pubSID)))
+		keepsDecoding(t, small, "decodes again", framesOf(pubSID, "camera"), 15*time.Second)
 	})
 
 	t.Run("active speaker", func(t *testing.T) {
