@@ -76,6 +76,8 @@ func inGoroutine(f func()) {
 // still unread by the server (see TestLeaveThenResetLeavesAtOnce).
 func leaveAndWait(t testing.TB, c *testClient) {
 	t.Helper()
+	// After leave, an offer still in flight may meet a closed connection.
+	c.closing.Store(true)
 	c.write(TypeLeave, Leave{})
 	waitFor(t, 10*time.Second, "the server closes "+c.identity+"'s socket after leave", func() bool {
 		c.mu.Lock()
