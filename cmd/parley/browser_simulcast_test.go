@@ -171,15 +171,43 @@ const allInbound = `(async () => {
 // activeLayers lists the RIDs the publisher page encodes, sorted.
 const activeLayers = `[...window.parley.cameraLayers()].sort().join(',')`
 
-// nearestRid names the publisher layer whose frame width is nearest to w.
-func nearestRid(layers []layerOut, w float64) string {
+// ridOf names the camera layer (sendEncodings in simulcast.js, from a
+// 1280x720 capture) nearest to a decoded frame width.
+func ridOf(width float64) string {
 	best, dist := "", math.Inf(1)
-	for _, l := range layers {
-		if d := math.Abs(l.Width - w); d < dist {
-			best, dist = l.Rid, d
+	for rid, w := range map[string]float64{"q": 320, "h": 640, "f": 1280} {
+		if d := math.Abs(w - width); d < dist {
+			best, dist = rid, d
 		}
 	}
 	return best
+}
+
+// encodesWatched waits until the publisher encodes exactly the layers the
+// viewers decode (dynacast), and returns them. The viewers' layers may
+// change meanwhile (bandwidth estimates), so both sides are read afresh
+// each time.
+func encodesWatched(t *testing.T, pub *page, psid string, timeout time.Duration, viewers ...*page) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var rids, seen []string
+		for _, v := range viewers {
+			in := value[videoIn](t, v, inboundOf(psid))
+			rids = append(rids, ridOf(in.Width))
+			seen = append(seen, fmt.Sprintf("%s %vx%v", v.name, in.Width, in.Height))
+		}
+		slices.Sort(rids)
+		want := strings.Join(slices.Compact(rids), ",")
+		got := value[string](t, pub, activeLayers)
+		if got == want {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s the publisher encodes %q; the viewers decode %s (layers %s)", timeout, got, strings.Join(seen, ", "), want)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
 }
 
 // bytesOver measures how many video bytes of psid's camera p receives in d.
@@ -286,7 +314,6 @@ func TestBrowserSimulcast(t *testing.T) {
 
 	// The small page decodes a narrower layer than the large one.
 	var smallIn, largeIn videoIn
-	var smallRid, largeRid string
 	t.Run("small and large", func(t *testing.T) {
 		began := time.Now()
 		var timeline []string // what both decode, as it changes
@@ -310,30 +337,20 @@ func TestBrowserSimulcast(t *testing.T) {
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
-		layers := value[[]layerOut](t, pub, outboundLayers)
-		smallRid, largeRid = nearestRid(layers, smallIn.Width), nearestRid(layers, largeIn.Width)
-		t.Logf("small decodes %vx%v (layer %s), large %vx%v (layer %s) [%s]; publisher %+v", smallIn.Width, smallIn.Height, smallRid,
-			largeIn.Width, largeIn.Height, largeRid, strings.Join(timeline, "; "), layers)
+		t.Logf("small decodes %vx%v, large %vx%v [%s]; the publisher sends %+v", smallIn.Width, smallIn.Height,
+			largeIn.Width, largeIn.Height, strings.Join(timeline, "; "), value[[]layerOut](t, pub, outboundLayers))
 	})
 
 	// On loopback nothing limits the bandwidth: the large tile gets the
 	// top layer, the one the capture's own size.
 	t.Run("large gets the top layer", func(t *testing.T) {
+		began := time.Now()
 		in := poll(t, large, "decodes 1280 wide", inboundOf(pubSID), mediaTimeout, func(v videoIn) bool { return v.Width >= 1280 })
-		largeIn = in
-		largeRid = nearestRid(value[[]layerOut](t, pub, outboundLayers), in.Width)
-		t.Logf("large decodes %vx%v (layer %s)", in.Width, in.Height, largeRid)
+		t.Logf("large decodes %vx%v (after %s more)", in.Width, in.Height, time.Since(began).Round(100*time.Millisecond))
 	})
 
-	want := func(rids ...string) string {
-		slices.Sort(rids)
-		return strings.Join(slices.Compact(rids), ",")
-	}
 	t.Run("dynacast", func(t *testing.T) {
-		if smallRid == "" {
-			t.Fatal("no layers measured: see small and large")
-		}
-		got := poll(t, pub, "encodes only the layers watched", activeLayers, 15*time.Second, func(s string) bool { return s == want(smallRid, largeRid) })
+		got := encodesWatched(t, pub, pubSID, 15*time.Second, small, large)
 		t.Logf("the publisher encodes %s", got)
 	})
 
@@ -357,10 +374,8 @@ func TestBrowserSimulcast(t *testing.T) {
 			t.Fatalf("the hidden tile received %.0f bytes in 3s, want under 4 KiB", n)
 		}
 		keepsDecoding(t, large, "the large page keeps decoding", framesOf(pubSID, "camera"), 10*time.Second)
-		if smallRid != largeRid {
-			got := poll(t, pub, "stops encoding the hidden layer", activeLayers, 15*time.Second, func(s string) bool { return s == want(largeRid) })
-			t.Logf("the publisher encodes %s", got)
-		}
+		got := encodesWatched(t, pub, pubSID, 15*time.Second, large)
+		t.Logf("the publisher encodes %s", got)
 	})
 
 	t.Run("shown again resumes", func(t *testing.T) {
@@ -372,9 +387,7 @@ func TestBrowserSimulcast(t *testing.T) {
 		if n := bytesOver(t, small, pubSID, 2*time.Second); n < 4096 {
 			t.Fatalf("the shown tile received %.0f bytes in 2s", n)
 		}
-		if smallRid != largeRid {
-			poll(t, pub, "encodes the small layer again", activeLayers, 15*time.Second, func(s string) bool { return s == want(smallRid, largeRid) })
-		}
+		encodesWatched(t, pub, pubSID, 15*time.Second, small, large)
 	})
 
 	// The page hides the tile while its socket is down: it cannot tell the
