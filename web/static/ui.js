@@ -74,6 +74,7 @@ export function ensureTile(key, { psid, identity = '', name = '', source = 'came
   else grid.append(el);
   tiles.set(key, t);
   refreshTile(t);
+  markSpeaker(t);
   return t;
 }
 
@@ -143,15 +144,20 @@ export function removeTiles(pred) {
 // now (by participant sid, loudest first): each gets the class
 // "speaking", the loudest also "loudest", and data-speaker-rank (1 is the
 // loudest). An empty list clears them.
+const speakerRank = new Map(); // participant sid -> rank (1: the loudest)
+
 export function setSpeakers(sids) {
-  const rank = new Map(sids.map((sid, i) => [sid, i + 1]));
-  for (const t of tiles.values()) {
-    const r = t.source === 'camera' ? rank.get(t.el.dataset.participantSid) : undefined;
-    t.el.classList.toggle('speaking', !!r);
-    t.el.classList.toggle('loudest', r === 1);
-    if (r) t.el.dataset.speakerRank = String(r);
-    else delete t.el.dataset.speakerRank;
-  }
+  speakerRank.clear();
+  sids.forEach((sid, i) => speakerRank.set(sid, i + 1));
+  for (const t of tiles.values()) markSpeaker(t);
+}
+
+function markSpeaker(t) {
+  const r = t.source === 'camera' ? speakerRank.get(t.el.dataset.participantSid) : undefined;
+  t.el.classList.toggle('speaking', !!r);
+  t.el.classList.toggle('loudest', r === 1);
+  if (r) t.el.dataset.speakerRank = String(r);
+  else delete t.el.dataset.speakerRank;
 }
 
 // play starts a tile's video; when the browser blocks audible autoplay it
