@@ -228,6 +228,7 @@ func bytesOver(t *testing.T, p *page, psid string, d time.Duration) float64 {
 //   - the small page hides its tile: its video stops, then resumes when
 //     shown again; hidden while its socket is down, the page tells the
 //     server after the resume;
+//   - the Quality choice "low" caps the large page at the lowest layer;
 //   - active speaker: the publisher's fake microphone beeps and the other
 //     pages highlight its tile and People entry; muted, it is not.
 func TestBrowserSimulcast(t *testing.T) {
@@ -417,6 +418,20 @@ func TestBrowserSimulcast(t *testing.T) {
 		}
 		value[bool](t, small, fmt.Sprintf(`(document.querySelector(%q).hidden = false, true)`, cameraTile(pubSID)))
 		keepsDecoding(t, small, "decodes again", framesOf(pubSID, "camera"), 15*time.Second)
+	})
+
+	// The page's Quality choice caps what it receives, whatever the size.
+	t.Run("quality low", func(t *testing.T) {
+		choose := func(q string) {
+			value[bool](t, large, fmt.Sprintf(`(() => { const s = document.querySelector('#sel-quality'); s.value = %q; s.dispatchEvent(new Event('change')); return true; })()`, q))
+		}
+		choose("low")
+		poll(t, large, "tells quality low", settingsOf(pubSID), 5*time.Second, func(s string) bool { return strings.Contains(s, `"quality":"low"`) })
+		in := poll(t, large, "decodes the low layer", inboundOf(pubSID), 15*time.Second, func(v videoIn) bool { return v.Width > 0 && v.Width <= 320 })
+		t.Logf("quality low: the large tile decodes %vx%v", in.Width, in.Height)
+		choose("auto")
+		poll(t, large, "tells no quality", settingsOf(pubSID), 5*time.Second, func(s string) bool { return !strings.Contains(s, `"quality"`) && strings.Contains(s, `"width":1280`) })
+		keepsDecoding(t, large, "keeps decoding", framesOf(pubSID, "camera"), 10*time.Second)
 	})
 
 	t.Run("active speaker", func(t *testing.T) {
