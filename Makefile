@@ -104,9 +104,11 @@ compose:
 	@echo "docker-compose.yml is valid"
 
 # The benchmarks quoted in README.md (Performance). DataRoom100 runs a
-# server process and 100 pion participants, in the loopback-only namespace.
+# server process and 100 pion participants, LoopbackForward real pion peers
+# through the engine (docs/performance.md), in the loopback-only namespace.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./sfu/
+	$(GO) test -run '^$$' -bench . -skip LoopbackForward -benchmem ./sfu/
+	.ci/netns $(GO) test -run '^$$' -bench LoopbackForward -benchtime 5000x -benchmem ./sfu/
 	$(GO) test -run '^$$' -bench 'ChatFanout100' -benchtime 20000x ./rooms/
 	.ci/netns $(GO) test -run '^$$' -bench 'DataRoom100' -benchtime 3000x ./signaling/
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,11 +23,19 @@ import (
 // it is told and measures what it receives.
 type client struct {
 	identity string
+	sid      string // the server's participant sid
 	ws       *websocket.Conn
 	wmu      sync.Mutex
 	sub, pub *webrtc.PeerConnection
 	recv     *receiver
 	answered chan struct{} // the publisher connection got its answer
+
+	// The published video (set before the offer) and its sid (from
+	// track_published), for dynacast's set_layers.
+	vmu         sync.Mutex
+	videoCID    string
+	videoLayers []*videoLayer
+	videoSID    string
 
 	joinTime time.Duration
 	done     chan struct{}
@@ -39,10 +48,31 @@ type envelope struct {
 
 // NewAPI is a pion API like a browser's: default codecs and interceptors
 // (NACK, reports, TWCC); with loopback, ICE uses loopback addresses only.
-func NewAPI(loopback bool) (*webrtc.API, error) {
+func NewAPI(loopback bool) (*webrtc.API, error) { return newAPI(loopback, true) }
+
+// newAPI without rtx offers VP8 and Opus only, no RTX: the simulcast
+// publisher's, whose retransmissions then stay on each layer's own SSRC,
+// which the server knows by its RID (pion sends RTX of a simulcast layer
+// without the repaired-rid extension).
+func newAPI(loopback, rtx bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		return nil, err
+	if rtx {
+		if err := m.RegisterDefaultCodecs(); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+			PayloadType:        96,
+		}, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, err
+		}
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
+			PayloadType:        111,
+		}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, err
+		}
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
@@ -58,8 +88,9 @@ func NewAPI(loopback bool) (*webrtc.API, error) {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
 }
 
-// dial joins room with token; it returns once joined.
-func dial(ctx context.Context, api *webrtc.API, wsURL, room, identity, token string, recv *receiver) (*client, error) {
+// dial joins room with token; it returns once joined. The publisher
+// connection is pubAPI's, the subscriber connection subAPI's.
+func dial(ctx context.Context, pubAPI, subAPI *webrtc.API, wsURL, room, identity, token string, recv *receiver) (*client, error) {
 	start := time.Now()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := d.DialContext(ctx, wsURL, nil)
@@ -83,9 +114,14 @@ func dial(ctx context.Context, api *webrtc.API, wsURL, room, identity, token str
 		return nil, fmt.Errorf("%s: join refused: %s", identity, first.Data)
 	}
 	c.joinTime = time.Since(start)
+	var joined struct {
+		Participant struct{ SID string }
+	}
+	_ = json.Unmarshal(first.Data, &joined)
+	c.sid = joined.Participant.SID
 	cfg := webrtc.Configuration{}
-	if c.sub, err = api.NewPeerConnection(cfg); err == nil {
-		c.pub, err = api.NewPeerConnection(cfg)
+	if c.sub, err = subAPI.NewPeerConnection(cfg); err == nil {
+		c.pub, err = pubAPI.NewPeerConnection(cfg)
 	}
 	if err != nil {
 		c.close()
@@ -157,6 +193,30 @@ func (c *client) readLoop() {
 			default:
 				_ = c.pub.AddICECandidate(*cm.Candidate)
 			}
+		case "track_published":
+			var tp struct {
+				ParticipantSID string `json:"participant_sid"`
+				Track          struct{ SID, CID string }
+			}
+			_ = json.Unmarshal(m.Data, &tp)
+			c.vmu.Lock()
+			if tp.ParticipantSID == c.sid && tp.Track.CID == c.videoCID && c.videoCID != "" {
+				c.videoSID = tp.Track.SID
+			}
+			c.vmu.Unlock()
+		case "set_layers":
+			var sl struct {
+				TrackSID string `json:"track_sid"`
+				Active   []string
+			}
+			_ = json.Unmarshal(m.Data, &sl)
+			c.vmu.Lock()
+			if sl.TrackSID == c.videoSID && c.videoSID != "" {
+				for _, l := range c.videoLayers {
+					l.setActive(slices.Contains(sl.Active, l.rid))
+				}
+			}
+			c.vmu.Unlock()
 		case "ping":
 			c.send("pong", m.Data)
 		case "error", "leave":
@@ -167,23 +227,8 @@ func (c *client) readLoop() {
 	}
 }
 
-// publish offers tracks on the publisher connection, describing each.
-func (c *client) publish(tracks []*webrtc.TrackLocalStaticRTP, sources []string) error {
-	var descs []map[string]string
-	for i, tr := range tracks {
-		sender, err := c.pub.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-		if err != nil {
-			return err
-		}
-		go func() { // drain RTCP
-			for {
-				if _, _, err := sender.Sender().ReadRTCP(); err != nil {
-					return
-				}
-			}
-		}()
-		descs = append(descs, map[string]string{"track_id": tr.ID(), "source": sources[i]})
-	}
+// offer sends the publisher connection's offer, describing its tracks.
+func (c *client) offer(descs []map[string]any) error {
 	offer, err := c.pub.CreateOffer(nil)
 	if err == nil {
 		err = c.pub.SetLocalDescription(offer)

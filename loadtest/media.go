@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -18,31 +20,105 @@ import (
 //
 // Video payload: a 2-byte prefix — the VP8 payload descriptor (S=1 on a
 // frame's first packet) and a VP8 header byte whose low bit is 0 on
-// keyframes — then the send time, then filler. Audio payload: the send
+// keyframes — then the send time, then the layer's marker byte (0 without
+// simulcast, else 'q', 'h' or 'f'), then filler. Audio payload: the send
 // time, then filler.
 
 const (
 	videoFPS     = 30
 	maxVideoLoad = 1100 // payload bytes per video packet
+	videoHeader  = 11   // descriptor, VP8 byte, send time, layer marker
 	audioEvery   = 20 * time.Millisecond
 	audioPayload = 80
 )
 
+// Simulcast layers, lowest first: the top layer sends --video-bitrate, the
+// others the share of it a browser's 720p ladder gives them (1.5M, 500k,
+// 150k: a third and a tenth).
+var simulcastLayers = []struct {
+	rid           string
+	width, height int
+	share         float64 // of the top layer's bitrate
+}{
+	{"q", 320, 180, 0.1},
+	{"h", 640, 360, 1.0 / 3},
+	{"f", 1280, 720, 1},
+}
+
 // sendCounters count what publishers sent.
 type sendCounters struct{ packets, bytes atomic.Uint64 }
 
-// sendVideo sends frames of bitrate/8/30 bytes at 30 fps, a keyframe every
-// keyEvery, until ctx ends.
-func sendVideo(ctx context.Context, tr *webrtc.TrackLocalStaticRTP, bitrate int, keyEvery time.Duration, sc *sendCounters) {
-	frameBytes := max(bitrate/8/videoFPS, 12)
-	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(rand.Uint32()), Timestamp: rand.Uint32()}}
-	buf := make([]byte, maxVideoLoad)
-	for i := range buf {
-		buf[i] = byte(i)
+// videoLayer is one encoding a publisher sends: its whole video track, or
+// one simulcast layer of it.
+type videoLayer struct {
+	rid     string // "" without simulcast
+	bitrate int
+	track   *webrtc.TrackLocalStaticRTP
+	exts    []headerExt // mid and rid, written into every packet (simulcast)
+
+	active atomic.Bool // false while dynacast (set_layers) pauses the layer
+	keyReq atomic.Bool // a PLI or FIR arrived, or the layer resumed
+
+	pkt rtp.Packet
+	buf []byte
+}
+
+// headerExt is one RTP header extension.
+type headerExt struct {
+	id    uint8
+	value []byte
+}
+
+func (v *videoLayer) marker() byte {
+	if v.rid == "" {
+		return 0
+	}
+	return v.rid[0]
+}
+
+// drainRTCP reads the layer's RTCP until it ends; keyframe requests make
+// the next frame a keyframe, as an encoder does.
+func (v *videoLayer) drainRTCP(read func() ([]rtcp.Packet, interceptor.Attributes, error)) {
+	for {
+		pkts, _, err := read()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				v.keyReq.Store(true)
+			}
+		}
+	}
+}
+
+// setActive pauses or resumes the layer (dynacast); a resumed layer starts
+// with a keyframe.
+func (v *videoLayer) setActive(on bool) {
+	if on && !v.active.Swap(true) {
+		v.keyReq.Store(true)
+	} else if !on {
+		v.active.Store(false)
+	}
+}
+
+// sendVideo sends every active layer's frames at 30 fps — bitrate/8/30
+// bytes each, a keyframe every keyEvery and after a keyframe request —
+// until ctx ends. The layers share frame timing and RTP timestamps, as a
+// simulcast encoder's do.
+func sendVideo(ctx context.Context, layers []*videoLayer, keyEvery time.Duration, sc *sendCounters) {
+	ts := rand.Uint32()
+	for _, v := range layers {
+		v.pkt = rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(rand.Uint32())}}
+		v.buf = make([]byte, maxVideoLoad)
+		for i := range v.buf {
+			v.buf[i] = byte(i)
+		}
 	}
 	tick := time.NewTicker(time.Second / videoFPS)
 	defer tick.Stop()
-	lastKey := time.Time{}
+	var lastKey time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -50,34 +126,60 @@ func sendVideo(ctx context.Context, tr *webrtc.TrackLocalStaticRTP, bitrate int,
 		case <-tick.C:
 		}
 		now := time.Now()
-		key := now.Sub(lastKey) >= keyEvery
-		if key {
+		periodic := now.Sub(lastKey) >= keyEvery
+		if periodic {
 			lastKey = now
 		}
-		left := frameBytes
-		for first := true; left > 0; first = false {
-			n := min(left, maxVideoLoad)
-			left -= n
-			p := buf[:max(n, 10)]
-			p[0], p[1] = 0x00, 0x01
-			if first {
-				p[0] = 0x10
-				if key {
-					p[1] = 0x00
-				}
+		for _, v := range layers {
+			if !v.active.Load() {
+				continue
 			}
-			binary.BigEndian.PutUint64(p[2:10], uint64(time.Now().UnixNano()))
-			pkt.Payload = p
-			pkt.Marker = left == 0
-			if tr.WriteRTP(pkt) != nil {
+			key := v.keyReq.Swap(false) || periodic
+			if !v.frame(ts, key, sc) {
 				return
 			}
-			pkt.SequenceNumber++
-			sc.packets.Add(1)
-			sc.bytes.Add(uint64(len(p) + 12))
 		}
-		pkt.Timestamp += 90000 / videoFPS
+		ts += 90000 / videoFPS
 	}
+}
+
+// frame sends one frame; false once the track is closed.
+func (v *videoLayer) frame(ts uint32, key bool, sc *sendCounters) bool {
+	left := max(v.bitrate/8/videoFPS, videoHeader)
+	for first := true; left > 0; first = false {
+		n := min(left, maxVideoLoad)
+		left -= n
+		p := v.buf[:max(n, videoHeader)]
+		p[0], p[1] = 0x00, 0x01
+		if first {
+			p[0] = 0x10
+			if key {
+				p[1] = 0x00
+			}
+		}
+		binary.BigEndian.PutUint64(p[2:10], uint64(time.Now().UnixNano()))
+		p[10] = v.marker()
+		if len(v.exts) > 0 {
+			// Afresh per packet: pion's interceptors add their own
+			// extensions (transport-cc) to the header they are given.
+			v.pkt.Header.Extension, v.pkt.Header.Extensions = false, nil
+			for _, e := range v.exts {
+				if v.pkt.Header.SetExtension(e.id, e.value) != nil {
+					return false
+				}
+			}
+		}
+		v.pkt.Timestamp = ts
+		v.pkt.Payload = p
+		v.pkt.Marker = left == 0
+		if v.track.WriteRTP(&v.pkt) != nil {
+			return false
+		}
+		v.pkt.SequenceNumber++
+		sc.packets.Add(1)
+		sc.bytes.Add(uint64(len(p) + 12))
+	}
+	return true
 }
 
 // sendAudio sends an 80-byte Opus packet every 20 ms until ctx ends.
@@ -110,23 +212,42 @@ const maxSamples = 100_000
 // receiver adds up what the subscribers of a run receive.
 type receiver struct {
 	packets, bytes atomic.Uint64
-	lossy          atomic.Uint64 // packets missing by sequence number so far
+	// lossy is the packets missing by sequence number so far: a gap adds,
+	// a late arrival (NACK repair, reordering) into a gap takes away.
+	lossy atomic.Uint64
+	// layers counts video packets by the simulcast layer they carry
+	// (index 0: no layer marker, 1-3: q, h, f).
+	layers [4]atomic.Uint64
+	// switches counts changes of the layer a subscriber's stream carries.
+	switches atomic.Uint64
+	// sampling is on during the measurement: latency samples are kept
+	// only then.
+	sampling atomic.Bool
 
 	mu      sync.Mutex
 	tracks  []*trackStats
 	stopped bool
 }
 
+// trackStats is one received track's state; all but expected belong to
+// its reading goroutine until done is closed.
 type trackStats struct {
 	expected atomic.Uint64
-	samples  []uint32 // latency, microseconds; the reading goroutine's own until it ends
+	video    bool
+	started  bool
+	first    int64 // extended sequence numbers
+	highest  int64
+	layer    byte // marker of the newest packet
+	hasLayer bool
+	seen     int
+	got      [seqWindow / 64]uint64 // which of the last seqWindow sequence numbers arrived
+	samples  []uint32               // latency, microseconds
 	done     chan struct{}
 }
 
-// read reads one remote track until it ends, counting packets, sequence
-// gaps and latency.
+// read reads one remote track until it ends.
 func (r *receiver) read(tr *webrtc.TrackRemote) {
-	ts := &trackStats{done: make(chan struct{})}
+	ts := &trackStats{done: make(chan struct{}), video: tr.Kind() == webrtc.RTPCodecTypeVideo}
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
@@ -135,59 +256,125 @@ func (r *receiver) read(tr *webrtc.TrackRemote) {
 	r.tracks = append(r.tracks, ts)
 	r.mu.Unlock()
 	defer close(ts.done)
-	video := tr.Kind() == webrtc.RTPCodecTypeVideo
 	buf := make([]byte, 1500)
-	var h rtp.Header
-	var first, highest int64 // extended sequence numbers
-	started := false
-	seen := 0
 	for {
 		n, _, err := tr.Read(buf)
 		if err != nil {
 			return
 		}
-		at := time.Now().UnixNano()
-		hl, err := h.Unmarshal(buf[:n])
-		if err != nil {
-			continue
+		r.observe(ts, buf[:n], time.Now().UnixNano())
+	}
+}
+
+// observe counts one packet the subscriber read at (unix ns): loss from the
+// gaps in the sequence numbers the server gave this subscriber (continuous
+// across layer switches, so a switch is not loss), the layer it carries,
+// and its latency.
+func (r *receiver) observe(ts *trackStats, pkt []byte, at int64) {
+	var h rtp.Header
+	hl, err := h.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	// Extend the 16-bit sequence number by its distance to the highest so
+	// far (reordering and wrap-around both fine).
+	ext := int64(h.SequenceNumber)
+	if ts.started {
+		ext = ts.highest + int64(int16(h.SequenceNumber-uint16(ts.highest)))
+	} else {
+		ts.first, ts.highest, ts.started = ext, ext, true
+	}
+	newest := ext >= ts.highest
+	switch {
+	case ext > ts.highest:
+		if gap := ext - ts.highest - 1; gap > 0 {
+			r.lossy.Add(uint64(gap))
 		}
-		// Extend the 16-bit sequence number by its distance to the highest
-		// so far (reordering and wrap-around both fine).
-		ext := int64(h.SequenceNumber)
-		if started {
-			ext = highest + int64(int16(h.SequenceNumber-uint16(highest)))
-		} else {
-			first, highest, started = ext, ext, true
+		for s := max(ts.highest+1, ext-seqWindow+1); s < ext; s++ {
+			ts.mark(s, false)
 		}
-		if ext > highest {
-			if gap := ext - highest - 1; gap > 0 {
-				r.lossy.Add(uint64(gap))
+		ts.highest = ext
+	case ext < ts.first || ts.highest-ext >= seqWindow:
+		return // too old to tell
+	case ts.has(ext):
+		return // a duplicate
+	case ext < ts.highest:
+		r.lossy.Add(^uint64(0)) // a late arrival fills its gap
+	}
+	ts.mark(ext, true)
+	ts.expected.Store(uint64(ts.highest - ts.first + 1))
+	r.packets.Add(1)
+	r.bytes.Add(uint64(len(pkt)))
+	payload := pkt[hl:]
+	if h.Padding && len(payload) > 0 {
+		payload = payload[:max(len(payload)-int(payload[len(payload)-1]), 0)]
+	}
+	off := 0
+	if ts.video {
+		off = 2
+		if len(payload) < videoHeader {
+			return
+		}
+		m := payload[10]
+		r.layers[layerIndex(m)].Add(1)
+		if newest { // a late retransmission does not switch
+			if ts.hasLayer && ts.layer != m {
+				r.switches.Add(1)
 			}
-			highest = ext
-		}
-		ts.expected.Store(uint64(highest - first + 1))
-		r.packets.Add(1)
-		r.bytes.Add(uint64(n))
-		payload := buf[hl:n]
-		off := 0
-		if video {
-			off = 2
-		}
-		if len(payload) < off+8 {
-			continue
-		}
-		sent := int64(binary.BigEndian.Uint64(payload[off : off+8]))
-		lat := (at - sent) / 1000
-		if lat < 0 || lat > 60_000_000 {
-			continue // not one of ours
-		}
-		seen++
-		if len(ts.samples) < maxSamples {
-			ts.samples = append(ts.samples, uint32(lat))
-		} else if j := rand.IntN(seen); j < maxSamples {
-			ts.samples[j] = uint32(lat)
+			ts.layer, ts.hasLayer = m, true
 		}
 	}
+	if len(payload) < off+8 || !r.sampling.Load() {
+		return
+	}
+	sent := int64(binary.BigEndian.Uint64(payload[off : off+8]))
+	lat := (at - sent) / 1000
+	if lat < 0 || lat > 60_000_000 {
+		return // not one of ours
+	}
+	ts.seen++
+	if len(ts.samples) < maxSamples {
+		ts.samples = append(ts.samples, uint32(lat))
+	} else if j := rand.IntN(ts.seen); j < maxSamples {
+		ts.samples[j] = uint32(lat)
+	}
+}
+
+// seqWindow is how far back a late packet can still fill its gap.
+const seqWindow = 1024
+
+func (ts *trackStats) has(ext int64) bool {
+	i := uint64(ext) % seqWindow
+	return ts.got[i/64]&(1<<(i%64)) != 0
+}
+
+func (ts *trackStats) mark(ext int64, on bool) {
+	i := uint64(ext) % seqWindow
+	if on {
+		ts.got[i/64] |= 1 << (i % 64)
+	} else {
+		ts.got[i/64] &^= 1 << (i % 64)
+	}
+}
+
+// layerIndex maps a payload's layer marker to receiver.layers.
+func layerIndex(m byte) int {
+	for i, l := range simulcastLayers {
+		if m == l.rid[0] {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// layerCounts is the video packets received so far by layer (index 0: no
+// layer marker, then q, h, f).
+func (r *receiver) layerCounts() [4]uint64 {
+	var c [4]uint64
+	for i := range c {
+		c[i] = r.layers[i].Load()
+	}
+	return c
 }
 
 // expected is how many packets the subscribers should have had so far.

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/rooms"
@@ -26,12 +28,24 @@ import (
 
 // Config of a run.
 type Config struct {
-	URL          string // the server, http(s)://host:port
-	Rooms        int
-	Publishers   int // per room
-	Subscribers  int // per room, receive only
-	VideoBitrate int // bits per second of each publisher's video; 0: no video
+	URL         string // the server, http(s)://host:port
+	Rooms       int
+	Publishers  int // per room
+	Subscribers int // per room, receive only
+	// VideoBitrate is the bits per second of each publisher's video (of
+	// its top layer with Simulcast); 0: no video.
+	VideoBitrate int
 	Audio        bool
+	// Simulcast sends the video as three RID layers, q, h and f, at a
+	// tenth, a third and all of VideoBitrate, described in the offer.
+	Simulcast bool
+	// PublishersSubscribe makes publishers receive each other too (a
+	// meeting: every participant publishes and subscribes).
+	PublishersSubscribe bool
+	// Warmup is the wait between the last join and the measurement, for
+	// ICE, DTLS, first keyframes and (simulcast) the bandwidth estimate to
+	// settle (default 2s).
+	Warmup time.Duration
 	// KeyframeInterval of the synthetic video (default 2s).
 	KeyframeInterval time.Duration
 	Duration         time.Duration // of the measurement, after everyone joined
@@ -62,6 +76,10 @@ func (c *Config) Validate() error {
 		return errors.New("--video-bitrate must not be negative")
 	case c.VideoBitrate == 0 && !c.Audio:
 		return errors.New("publishers send nothing: set --video-bitrate or --audio")
+	case c.Simulcast && c.VideoBitrate == 0:
+		return errors.New("--simulcast needs video (--video-bitrate)")
+	case c.Subscribers == 0 && !c.PublishersSubscribe:
+		return errors.New("nobody receives: set --subscribers or --publishers-subscribe")
 	case c.Duration <= 0:
 		return errors.New("--duration must be positive")
 	}
@@ -70,6 +88,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JoinConcurrency <= 0 {
 		c.JoinConcurrency = 8
+	}
+	if c.Warmup <= 0 {
+		c.Warmup = 2 * time.Second
 	}
 	return nil
 }
@@ -99,6 +120,12 @@ type Report struct {
 		P50, P99, Max float64
 	} `json:"latency_ms"`
 
+	// LayerPackets counts the video packets subscribers received by the
+	// simulcast layer they carry (q, h, f); LayerSwitches counts changes
+	// of layer in a subscriber's stream. Simulcast runs only.
+	LayerPackets  map[string]uint64 `json:"layer_packets,omitempty"`
+	LayerSwitches uint64            `json:"layer_switches,omitempty"`
+
 	Server *ServerCost `json:"server,omitempty"`
 }
 
@@ -118,6 +145,11 @@ type ServerCost struct {
 	// RSSPerSubscribedTrack is (max RSS - RSS before the clients) per
 	// forwarded track.
 	RSSPerSubscribedTrack float64 `json:"rss_bytes_per_subscribed_track"`
+	// Receivers are the clients that subscribe (subscribers, and the
+	// publishers with PublishersSubscribe); RSSPerReceiver is (max RSS -
+	// RSS before the clients) per receiver, publishers' cost included.
+	Receivers      int     `json:"receivers"`
+	RSSPerReceiver float64 `json:"rss_bytes_per_receiver"`
 }
 
 // Run joins every client, sends and measures for cfg.Duration, leaves,
@@ -133,6 +165,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	api, err := NewAPI(cfg.Loopback)
 	if err != nil {
 		return nil, err
+	}
+	pubAPI := api
+	if cfg.Simulcast {
+		if pubAPI, err = newAPI(cfg.Loopback, false); err != nil {
+			return nil, err
+		}
 	}
 	var idle metricsSample
 	if cfg.MetricsURL != "" {
@@ -186,14 +224,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			defer func() { <-sem }()
 			g := rooms.Grants{Subscribe: true}
 			if j.publisher {
-				g = rooms.Grants{Publish: true}
+				g = rooms.Grants{Publish: true, Subscribe: cfg.PublishersSubscribe}
 			}
 			tok, err := token(ctx, cfg, j.room, j.identity, g)
 			if err != nil {
 				fail(err)
 				return
 			}
-			c, err := dial(ctx, api, ws, j.room, j.identity, tok, recv)
+			c, err := dial(ctx, pubAPI, api, ws, j.room, j.identity, tok, recv)
 			if err != nil {
 				fail(err)
 				return
@@ -227,7 +265,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Let ICE and DTLS settle and the first keyframes through, then
 	// measure from a clean baseline.
 	select {
-	case <-time.After(2 * time.Second):
+	case <-time.After(cfg.Warmup):
 	case <-ctx.Done():
 	}
 	var start metricsSample
@@ -236,7 +274,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	base := struct{ sent, sentBytes, recv, recvBytes, expected, lost uint64 }{sent.packets.Load(), sent.bytes.Load(),
 		recv.packets.Load(), recv.bytes.Load(), recv.expected(), recv.lossy.Load()}
+	baseLayers, baseSwitches := recv.layerCounts(), recv.switches.Load()
 	t0 := time.Now()
+	recv.sampling.Store(true)
 	maxRSS := start.rss
 	tick := time.NewTicker(time.Second)
 	prev := base
@@ -253,7 +293,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				recv.packets.Load(), recv.bytes.Load(), recv.expected(), recv.lossy.Load()}
 			line := fmt.Sprintf("t=%2.0fs clients %d/%d  in %.1f Mbps  out %.1f Mbps  loss %.2f%%", now.Sub(t0).Seconds(),
 				rep.Connected, rep.Clients, mbps(cur.sentBytes-prev.sentBytes, now.Sub(prevAt)),
-				mbps(cur.recvBytes-prev.recvBytes, now.Sub(prevAt)), 100*ratio(cur.lost-base.lost, cur.expected-base.expected))
+				mbps(cur.recvBytes-prev.recvBytes, now.Sub(prevAt)), 100*ratio(since(cur.lost, base.lost), cur.expected-base.expected))
 			if cfg.MetricsURL != "" {
 				if m, err := scrape(ctx, cfg.MetricsURL); err == nil {
 					maxRSS = max(maxRSS, m.rss)
@@ -267,6 +307,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	tick.Stop()
+	recv.sampling.Store(false)
 	elapsed := time.Since(t0)
 	var end metricsSample
 	if cfg.MetricsURL != "" {
@@ -277,10 +318,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.PacketsSent = sent.packets.Load() - base.sent
 	rep.PacketsReceived = recv.packets.Load() - base.recv
 	rep.PacketsExpected = recv.expected() - base.expected
-	rep.PacketsLost = recv.lossy.Load() - base.lost
+	rep.PacketsLost = since(recv.lossy.Load(), base.lost)
 	rep.LossRatio = ratio(rep.PacketsLost, rep.PacketsExpected)
 	rep.BitrateInBps = float64(sent.bytes.Load()-base.sentBytes) * 8 / elapsed.Seconds()
 	rep.BitrateOutBps = float64(recv.bytes.Load()-base.recvBytes) * 8 / elapsed.Seconds()
+	if cfg.Simulcast {
+		rep.LayerPackets = map[string]uint64{}
+		for i, n := range recv.layerCounts() {
+			if i > 0 {
+				rep.LayerPackets[simulcastLayers[i-1].rid] = n - baseLayers[i]
+			}
+		}
+		rep.LayerSwitches = recv.switches.Load() - baseSwitches
+	}
 
 	stopSending()
 	senders.Wait()
@@ -310,40 +360,138 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			s.SubscribedTracks = start.subscribed
 			s.RSSPerSubscribedTrack = (maxRSS - idle.rss) / start.subscribed
 		}
+		s.Receivers = cfg.Rooms * cfg.Subscribers
+		if cfg.PublishersSubscribe {
+			s.Receivers += cfg.Rooms * cfg.Publishers
+		}
+		s.RSSPerReceiver = (maxRSS - idle.rss) / float64(s.Receivers)
 		rep.Server = s
 	}
 	return rep, nil
 }
 
+// startPublishing publishes the client's video (one track, or one track
+// of three simulcast layers) and audio, and starts sending once the server
+// answered.
 func startPublishing(ctx context.Context, c *client, cfg Config, sc *sendCounters, wg *sync.WaitGroup) error {
-	var tracks []*webrtc.TrackLocalStaticRTP
-	var sources []string
-	var video, audio *webrtc.TrackLocalStaticRTP
-	var err error
+	var descs []map[string]any
+	var layers []*videoLayer
+	var video *webrtc.RTPTransceiver
+	var audio *webrtc.TrackLocalStaticRTP
+	vp8 := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
 	if cfg.VideoBitrate > 0 {
-		if video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", c.identity); err != nil {
+		cid := "video-" + c.identity
+		if cfg.Simulcast {
+			var wire []map[string]any
+			for _, l := range simulcastLayers {
+				tr, err := webrtc.NewTrackLocalStaticRTP(vp8, cid, c.identity, webrtc.WithRTPStreamID(l.rid))
+				if err != nil {
+					return err
+				}
+				rate := int(float64(cfg.VideoBitrate) * l.share)
+				layers = append(layers, &videoLayer{rid: l.rid, bitrate: rate, track: tr})
+				wire = append(wire, map[string]any{"rid": l.rid, "width": l.width, "height": l.height, "max_bitrate": rate})
+			}
+			descs = append(descs, map[string]any{"track_id": cid, "source": rooms.SourceCamera, "layers": wire})
+		} else {
+			tr, err := webrtc.NewTrackLocalStaticRTP(vp8, cid, c.identity)
+			if err != nil {
+				return err
+			}
+			layers = append(layers, &videoLayer{bitrate: cfg.VideoBitrate, track: tr})
+			descs = append(descs, map[string]any{"track_id": cid, "source": rooms.SourceCamera})
+		}
+		for _, l := range layers {
+			l.active.Store(true)
+		}
+		var err error
+		if video, err = c.pub.AddTransceiverFromTrack(layers[0].track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 			return err
 		}
-		tracks, sources = append(tracks, video), append(sources, rooms.SourceCamera)
+		for _, l := range layers[1:] {
+			if err := video.Sender().AddEncoding(l.track); err != nil {
+				return err
+			}
+		}
+		c.vmu.Lock()
+		c.videoCID, c.videoLayers = cid, layers
+		c.vmu.Unlock()
 	}
 	if cfg.Audio {
-		if audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", c.identity); err != nil {
+		var err error
+		if audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio-"+c.identity, c.identity); err != nil {
 			return err
 		}
-		tracks, sources = append(tracks, audio), append(sources, rooms.SourceMicrophone)
+		tr, err := c.pub.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			return err
+		}
+		go drainRTCP(tr.Sender().ReadRTCP)
+		descs = append(descs, map[string]any{"track_id": audio.ID(), "source": rooms.SourceMicrophone})
 	}
-	if err := c.publish(tracks, sources); err != nil {
+	if err := c.offer(descs); err != nil {
 		return err
 	}
+	select {
+	case <-c.answered:
+	case <-c.done:
+		return errors.New("the server closed the connection before answering")
+	case <-time.After(15 * time.Second):
+		return errors.New("no answer to the offer within 15s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	if video != nil {
+		for _, l := range layers {
+			if l.rid == "" {
+				go l.drainRTCP(video.Sender().ReadRTCP)
+				continue
+			}
+			exts, err := simulcastExts(video, l.rid)
+			if err != nil {
+				return err
+			}
+			l.exts = exts
+			rid := l.rid
+			go l.drainRTCP(func() ([]rtcp.Packet, interceptor.Attributes, error) { return video.Sender().ReadSimulcastRTCP(rid) })
+		}
 		wg.Add(1)
-		go func() { defer wg.Done(); sendVideo(ctx, video, cfg.VideoBitrate, cfg.KeyframeInterval, sc) }()
+		go func() { defer wg.Done(); sendVideo(ctx, layers, cfg.KeyframeInterval, sc) }()
 	}
 	if audio != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); sendAudio(ctx, audio, sc) }()
 	}
 	return nil
+}
+
+// drainRTCP reads a sender's RTCP until it ends (the NACK responder only
+// sees NACKs that are read).
+func drainRTCP(read func() ([]rtcp.Packet, interceptor.Attributes, error)) {
+	for {
+		if _, _, err := read(); err != nil {
+			return
+		}
+	}
+}
+
+// simulcastExts are the mid and rid header extensions of one layer: a
+// browser writes them into every packet of a simulcast encoding; pion
+// leaves it to the application.
+func simulcastExts(tr *webrtc.RTPTransceiver, rid string) ([]headerExt, error) {
+	var midID, ridID int
+	for _, e := range tr.Sender().GetParameters().HeaderExtensions {
+		switch e.URI {
+		case "urn:ietf:params:rtp-hdrext:sdes:mid":
+			midID = e.ID
+		case "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id":
+			ridID = e.ID
+		}
+	}
+	if midID == 0 || ridID == 0 || tr.Mid() == "" {
+		return nil, fmt.Errorf("simulcast: mid or rid header extension not negotiated (mid %d, rid %d, transceiver mid %q)", midID, ridID, tr.Mid())
+	}
+	return []headerExt{{uint8(midID), []byte(tr.Mid())}, {uint8(ridID), []byte(rid)}}, nil
 }
 
 // token mints a join token, or gets one from a development-mode server.
@@ -378,6 +526,15 @@ func quantile(sorted []float64, q float64) float64 {
 		return 0
 	}
 	return sorted[min(int(q*float64(len(sorted))), len(sorted)-1)]
+}
+
+// since is now-then of a counter that can go down (repairs of gaps that
+// opened before then), never below 0.
+func since(now, then uint64) uint64 {
+	if d := int64(now - then); d > 0 {
+		return uint64(d)
+	}
+	return 0
 }
 
 func ratio(a, b uint64) float64 {

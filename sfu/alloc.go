@@ -1,7 +1,9 @@
 package sfu
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,31 +23,54 @@ const initialEstimate = 2_000_000
 const allocInterval = 500 * time.Millisecond
 
 // bwe is one subscriber connection's bandwidth estimate: pion's send-side
-// GCC from transport-wide congestion control feedback, lowered by REMB when
-// the client sends it.
+// GCC from transport-wide congestion control feedback, raised by a floor
+// that a successful probe proved (GCC alone grows by about 8% a second),
+// lowered by REMB when the client sends it. Congestion (GCC sees delay
+// grow, or loss) drops the floor at once.
 type bwe struct {
 	est    atomic.Pointer[cc.BandwidthEstimator]
 	remb   atomic.Uint64
 	rembAt atomic.Int64
 	pacer  *passPacer
+	floor  atomic.Int64
 	// the estimate's last drop, to hold probing back after congestion
-	lastValue atomic.Int64
-	droppedAt atomic.Int64
+	lastValue   atomic.Int64
+	lastGCC     atomic.Int64
+	droppedAt   atomic.Int64
+	congestedAt atomic.Int64
 }
 
-// estimate in bits/s.
-func (b *bwe) estimate(now int64) int64 {
+// congestionLoss is the loss ratio GCC reports above which the path is
+// taken as congested; congestionDrop is the fall of GCC's estimate within
+// one allocation round that counts as congestion too (a single "overuse"
+// sample is too jumpy on a busy machine).
+const (
+	congestionLoss = 0.1
+	congestionDrop = 0.9
+)
+
+// estimate in bits/s, and whether the path shows congestion now.
+func (b *bwe) estimate(now int64) (int64, bool) {
 	v := int64(initialEstimate)
+	congested := false
 	if e := b.est.Load(); e != nil {
 		v = int64((*e).GetTargetBitrate())
+		loss, _ := (*e).GetStats()["averageLoss"].(float64)
+		prev := b.lastGCC.Swap(v)
+		congested = loss > congestionLoss || (prev > 0 && float64(v) < congestionDrop*float64(prev))
 	}
+	if congested {
+		b.floor.Store(0)
+		b.congestedAt.Store(now)
+	}
+	v = max(v, b.floor.Load())
 	if r := b.remb.Load(); r > 0 && now-b.rembAt.Load() < int64(5*time.Second) && int64(r) < v {
 		v = int64(r)
 	}
 	if last := b.lastValue.Swap(v); v < last*95/100 {
 		b.droppedAt.Store(now)
 	}
-	return v
+	return v, congested
 }
 
 func (b *bwe) setREMB(bps uint64) {
@@ -254,7 +279,16 @@ func allocate(downs []*DownTrack, estimate int64, now int64) allocation {
 		}
 		cands = append(cands, c)
 	}
-	rate := func(c *candidate, k int) int64 { return int64(c.t.layer(c.layers[k]).Bitrate()) }
+	// Hysteresis: a layer the DownTrack already has costs a quarter less,
+	// so that an estimate wobbling around a layer's rate does not switch
+	// it back and forth.
+	rate := func(c *candidate, k int) int64 {
+		r := int64(c.t.layer(c.layers[k]).Bitrate())
+		if cur := int(c.d.target.Load()); cur >= 0 && c.layers[k] <= cur {
+			r = r * 3 / 4
+		}
+		return r
+	}
 	for i := range cands {
 		// Every video gets its lowest layer, even over the estimate: a
 		// picture beats none, and the estimate cannot grow without
@@ -326,19 +360,45 @@ func (s *Subscriber) reallocate() {
 		downs = append(downs, d)
 	}
 	s.mu.Unlock()
-	est := s.bwe.estimate(now)
+	est, congested := s.bwe.estimate(now)
 	a := allocate(downs, est, now)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("allocation", "estimate", est, "congested", congested, "floor", s.bwe.floor.Load(), "deficient", a.deficient, "step", a.step, "probing", s.prober.active)
+	}
 	s.lastAlloc.Store(&a)
-	s.probe(a, downs, now)
+	s.probe(a, downs, now, congested)
 }
 
-// probe pads towards the next upgrade while a video gets less than it
-// asked for and the estimate has not dropped lately, so that the
-// estimator sees the traffic it needs before it allows more; GCC never
-// estimates far above what it has seen delivered.
-func (s *Subscriber) probe(a allocation, downs []*DownTrack, now int64) {
-	if !a.deficient || now-s.bwe.droppedAt.Load() < int64(3*time.Second) {
-		return
+// Probing: while a video gets less than it asked for, the subscriber
+// connection is padded (RTX padding, which the receiver drops) up to a
+// higher rate for probeTime. If GCC sees no congestion meanwhile, that rate
+// becomes the estimate's floor and the next allocation upgrades; if it
+// does, probing backs off. A probe at most doubles the rate (or adds
+// probeMinStep), so a probe never floods a path far beyond what it carries;
+// successful probes follow one another until the videos get what they ask
+// for.
+const (
+	probeTime       = time.Second
+	probeMinStep    = 300_000
+	probeMinBackoff = 2 * time.Second
+	probeMaxBackoff = 8 * time.Second
+)
+
+type prober struct {
+	active    bool
+	rate      int64 // bits/s the probe brings the connection to
+	start     int64
+	backoff   time.Duration
+	next      int64 // no probe before
+	sentBytes int64
+	sentAt    int64
+}
+
+// probe runs in allocLoop, after each allocation.
+func (s *Subscriber) probe(a allocation, downs []*DownTrack, now int64, congested bool) {
+	p := &s.prober
+	if p.backoff == 0 {
+		p.backoff = probeMinBackoff
 	}
 	var sending int64
 	var pad *DownTrack
@@ -348,19 +408,45 @@ func (s *Subscriber) probe(a allocation, downs []*DownTrack, now int64) {
 			pad = d
 		}
 	}
-	prev, prevAt := s.sentBytes.Swap(sending), s.sentAt.Swap(now)
-	if pad == nil || prev == 0 || now-prevAt < int64(allocInterval/2) {
+	prev, prevAt := p.sentBytes, p.sentAt
+	p.sentBytes, p.sentAt = sending, now
+	if prevAt == 0 || now-prevAt < int64(allocInterval/2) {
 		return
 	}
-	rate := (sending - prev) * 8 * int64(time.Second) / (now - prevAt)
-	// Fill up to the estimate, at most one step: the estimator then sees
-	// enough delivered traffic to raise its estimate if the path allows.
-	padRate := min(a.step, max(a.estimate-rate, 0))
-	if padRate <= 0 {
-		return
+	media := (sending - prev) * 8 * int64(time.Second) / (now - prevAt)
+	if p.active {
+		switch {
+		case congested || pad == nil:
+			p.active = false
+			p.backoff = min(2*p.backoff, probeMaxBackoff)
+			p.next = now + int64(p.backoff)
+			s.log.Debug("probe failed", "rate", p.rate, "backoff", p.backoff)
+			return
+		case now-p.start >= int64(probeTime):
+			p.active = false
+			p.backoff = probeMinBackoff
+			p.next = now
+			s.bwe.floor.Store(p.rate)
+			s.log.Debug("probe succeeded", "rate", p.rate)
+			s.reallocateSoon()
+			return
+		}
+	} else {
+		if !a.deficient || pad == nil || now < p.next || now-s.bwe.congestedAt.Load() < int64(probeMinBackoff) {
+			return
+		}
+		base := max(media, s.bwe.floor.Load())
+		need := media + a.step + a.step/20
+		p.rate = min(need, base+max(base, probeMinStep))
+		if p.rate <= base {
+			return
+		}
+		p.active, p.start = true, now
 	}
-	bytes := int(padRate / 8 * int64(allocInterval) / int64(time.Second))
-	go s.padOver(pad, bytes, allocInterval)
+	bytes := int((p.rate - media) / 8 * int64(allocInterval) / int64(time.Second))
+	if bytes > 0 {
+		go s.padOver(pad, bytes, allocInterval)
+	}
 }
 
 // padOver spreads n bytes of padding over about d, in 20 ms slices.

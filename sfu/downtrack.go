@@ -24,6 +24,13 @@ const histSize = 512
 // packet: a NACK repeated before the resend could arrive is ignored.
 const nackResendInterval = 50 * time.Millisecond
 
+// maxResends is how often one packet is resent at most. The wait between
+// two resends doubles each time (50 ms, 100 ms, ... 1.6 s), so a receiver
+// that keeps asking (pion's generator is not told of RTX repairs) gets few
+// copies, and a packet lost again on a congested link is still repaired
+// once the congestion is over.
+const maxResends = 6
+
 type queued struct {
 	l   *Layer
 	num uint64
@@ -48,6 +55,7 @@ type histEntry struct {
 	seqOff uint16
 	tsOff  uint32
 	sentAt int64
+	tries  uint8 // resends so far
 }
 
 // TrackSettings are how a subscriber shows one track (docs/protocol.md
@@ -93,6 +101,7 @@ type DownTrack struct {
 	tsOff      uint32
 	lastOutSeq uint16
 	lastOutTS  uint32
+	outTS      atomic.Uint32 // lastOutTS, for padding
 	lastSent   time.Time
 
 	// NACK answers and padding (hmu)
@@ -113,6 +122,7 @@ type DownTrack struct {
 
 	onREMB func(bps uint64) // the subscriber connection's estimate
 	pacer  *passPacer       // the subscriber connection's, to route RTX
+	ready  *atomic.Bool     // the subscriber connection is up; nil: always
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -290,6 +300,18 @@ func (d *DownTrack) Switch(t *Track) {
 	d.attach(t)
 }
 
+// restart asks for a keyframe of the target layer (the connection came up).
+func (d *DownTrack) restart() {
+	if d.kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	if t := d.src.Load(); t != nil {
+		if l := t.layer(int(d.target.Load())); l != nil {
+			l.RequestKeyframe()
+		}
+	}
+}
+
 // setTarget makes l the layer to forward (-1: none). The writer moves to it
 // on its next keyframe and keeps forwarding the current layer until then.
 func (d *DownTrack) setTarget(i int) {
@@ -364,7 +386,9 @@ func (d *DownTrack) detachFrom(l *Layer) {
 func (d *DownTrack) writePacket(l *Layer, num uint64) {
 	b := d.bind.Load()
 	t := d.src.Load()
-	if b == nil || t == nil || l.t != t {
+	if b == nil || t == nil || l.t != t || (d.ready != nil && !d.ready.Load()) {
+		// pion drops what is written before SRTP is up, and says
+		// nothing: forward nothing, so that video starts on a keyframe.
 		return
 	}
 	if d.cur != nil && d.cur.t != t {
@@ -455,6 +479,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 	if int16(d.hdr.SequenceNumber-d.lastOutSeq) > 0 || d.packets.Load() == 0 {
 		d.lastOutSeq = d.hdr.SequenceNumber
 		d.lastOutTS = d.hdr.Timestamp
+		d.outTS.Store(d.lastOutTS)
 		d.lastSent = now
 	}
 	d.remember(l, num, marker, now.UnixNano())
@@ -508,7 +533,7 @@ func (d *DownTrack) resend(seq uint16) {
 	d.hmu.Lock()
 	defer d.hmu.Unlock()
 	e := &d.hist[seq&(histSize-1)]
-	if !e.valid || e.out != seq || now-e.sentAt < int64(nackResendInterval) {
+	if !e.valid || e.out != seq || e.tries >= maxResends || now-e.sentAt < int64(nackResendInterval)<<e.tries {
 		return
 	}
 	n, ok := e.l.ring.get(e.num, d.rbuf[:packetMTU])
@@ -520,6 +545,7 @@ func (d *DownTrack) resend(seq uint16) {
 		return
 	}
 	e.sentAt = now
+	e.tries++
 	h := &d.rhdr
 	h.SequenceNumber += e.seqOff
 	h.Timestamp += e.tsOff
@@ -548,7 +574,7 @@ func (d *DownTrack) resend(seq uint16) {
 // (it needs RTX, so that the media sequence numbers are untouched).
 func (d *DownTrack) canPad() bool {
 	b := d.bind.Load()
-	return b != nil && b.rtxSSRC != 0 && d.kind == webrtc.RTPCodecTypeVideo && d.started
+	return b != nil && b.rtxSSRC != 0 && d.kind == webrtc.RTPCodecTypeVideo && d.packets.Load() > 0
 }
 
 // sendPadding sends about n bytes of RTX padding-only packets, which the
@@ -562,7 +588,7 @@ func (d *DownTrack) sendPadding(n int) {
 	defer d.hmu.Unlock()
 	h := &d.rhdr
 	for sent := 0; sent < n; sent += len(d.pad) {
-		*h = rtp.Header{Version: 2, Padding: true, PayloadType: b.rtxPT, SSRC: b.rtxSSRC, Timestamp: d.lastOutTS, Extensions: h.Extensions[:0]}
+		*h = rtp.Header{Version: 2, Padding: true, PayloadType: b.rtxPT, SSRC: b.rtxSSRC, Timestamp: d.outTS.Load(), Extensions: h.Extensions[:0]}
 		d.rtxSeq++
 		h.SequenceNumber = d.rtxSeq
 		if _, err := b.writer.WriteRTP(h, d.pad[:]); err != nil {

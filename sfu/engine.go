@@ -15,7 +15,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
@@ -142,8 +141,8 @@ func (e *Engine) Close() error {
 }
 
 // newPublisherConnection builds the connection a client publishes on: it
-// receives simulcast (MID/RID header extensions) and audio levels, asks for
-// lost packets (NACK) and keyframes, and sends receiver reports and
+// receives simulcast (MID/RID header extensions) and audio levels, lets the
+// layers ask for lost packets (NACK) and keyframes, and sends receiver reports and
 // transport-wide congestion control feedback so the client can adapt its
 // own sending rate.
 func (e *Engine) newPublisherConnection() (*webrtc.PeerConnection, error) {
@@ -152,13 +151,9 @@ func (e *Engine) newPublisherConnection() (*webrtc.PeerConnection, error) {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
-	gen, err := nack.NewGeneratorInterceptor()
-	if err != nil {
-		return nil, err
-	}
+	// NACKs come from the layers' own generators (nackgen.go).
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
-	reg.Add(gen)
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		return nil, err
 	}

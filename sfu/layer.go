@@ -50,6 +50,9 @@ type Layer struct {
 	svc           [maxLayers]struct{ w, h atomic.Uint32 }
 	svcLayers     atomic.Int32 // number of VP9 spatial layers seen (0: not SVC)
 
+	nack      *nackGen // video: what arrived, to ask for the rest
+	nacksSent atomic.Uint64
+
 	rateStart int64 // read loop only
 	rateBytes uint64
 }
@@ -129,6 +132,9 @@ func (l *Layer) forward(pkt []byte) {
 		l.inspectVP9(pkt)
 	case t.vp8:
 		l.inspectVP8(pkt)
+	}
+	if l.nack != nil {
+		l.nack.received(uint16(pkt[2])<<8 | uint16(pkt[3]))
 	}
 	l.lastNum++
 	num := l.lastNum

@@ -263,6 +263,8 @@ func TestAllocateByBandwidth(t *testing.T) {
 		{1_000_000_000, [2]int32{2, 2}}, // lots
 	}
 	for _, c := range cases {
+		da.target.Store(-1) // no hysteresis between cases: see below
+		db.target.Store(-1)
 		res := allocate(downs, c.estimate, now)
 		got := [2]int32{da.target.Load(), db.target.Load()}
 		if got != c.want {
@@ -274,6 +276,19 @@ func TestAllocateByBandwidth(t *testing.T) {
 	}
 	if dau.target.Load() != 0 {
 		t.Fatal("audio not forwarded")
+	}
+	// Hysteresis: a layer already forwarded is kept while the estimate
+	// stays within a quarter of its rate, and given up below that.
+	da.target.Store(2)
+	db.target.Store(0)
+	db.settings.Store(&TrackSettings{Quality: "low"})
+	allocate(downs, 50_000+150_000+1_200_000, now) // audio + b's q + 80% of f
+	if da.target.Load() != 2 {
+		t.Fatalf("f dropped at 80%% of its rate: layer %d", da.target.Load())
+	}
+	allocate(downs, 50_000+150_000+1_000_000, now) // 67% of f
+	if da.target.Load() != 1 {
+		t.Fatalf("f kept at 67%% of its rate: layer %d", da.target.Load())
 	}
 }
 

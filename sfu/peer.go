@@ -112,11 +112,14 @@ func (r *remoteCandidates) flush(pc *webrtc.PeerConnection, log *slog.Logger) {
 
 // watchState reports a connection that failed and was not restarted
 // (ICE restart) within grace; grace 0 reports at once.
-func watchState(pc *webrtc.PeerConnection, log *slog.Logger, failed func(error), grace time.Duration) {
+func watchState(pc *webrtc.PeerConnection, log *slog.Logger, failed func(error), grace time.Duration, onState func(webrtc.PeerConnectionState)) {
 	var mu sync.Mutex
 	var timer *time.Timer
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		log.Debug("peer connection state", "state", s.String())
+		if onState != nil {
+			onState(s)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		switch s {
@@ -168,13 +171,17 @@ func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, erro
 	p := &Publisher{pc: pc, ev: ev, log: log, descs: map[string][]LayerDesc{}, groups: map[string]*Track{}}
 	p.gate.emit = ev.Candidate
 	pc.OnICECandidate(p.gate.push)
-	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace)
+	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace, nil)
 	pc.OnTrack(func(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		var pli func()
 		if remote.Kind() == webrtc.RTPCodecTypeVideo {
 			pli = pliSender(pc, remote.SSRC())
 		}
-		t, added := p.trackFor(remote, pli, log)
+		t, l, added := p.trackFor(remote, pli, log)
+		if l != nil && remote.Kind() == webrtc.RTPCodecTypeVideo {
+			l.nack = &nackGen{}
+			go l.nackLoop(uint32(remote.SSRC()), pc.WriteRTCP)
+		}
 		if !added {
 			return // one more layer of a simulcast track
 		}
@@ -198,27 +205,28 @@ func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, erro
 
 // trackFor makes the Track of a new remote stream, or adds the stream as a
 // layer of its simulcast track (added false).
-func (p *Publisher) trackFor(remote *webrtc.TrackRemote, pli func(), log *slog.Logger) (t *Track, added bool) {
+func (p *Publisher) trackFor(remote *webrtc.TrackRemote, pli func(), log *slog.Logger) (t *Track, l *Layer, added bool) {
 	codec := remote.Codec().RTPCodecCapability
 	if remote.RID() == "" {
 		t = newTrack(remote.ID(), remote.Kind(), codec, pli, log)
 		t.layer(0).remote = remote
-		return t, true
+		return t, t.layer(0), true
 	}
 	key := remote.StreamID() + "|" + remote.ID()
 	p.tmu.Lock()
 	if g := p.groups[key]; g != nil {
 		p.tmu.Unlock()
-		if g.addLayer(remote.RID(), remote, pli) == nil {
+		l := g.addLayer(remote.RID(), remote, pli)
+		if l == nil {
 			log.Warn("simulcast layer refused: more than three", "track", g.SID(), "rid", remote.RID())
 		}
-		return g, false
+		return g, l, false
 	}
 	t = newTrackGroup(remote.ID(), remote.Kind(), codec, p.descs[remote.ID()], log)
 	t.simulcast = true
 	p.groups[key] = t
 	p.tmu.Unlock()
-	t.addLayer(remote.RID(), remote, pli)
+	l = t.addLayer(remote.RID(), remote, pli)
 	go func() {
 		<-t.Done()
 		p.tmu.Lock()
@@ -227,7 +235,7 @@ func (p *Publisher) trackFor(remote *webrtc.TrackRemote, pli func(), log *slog.L
 		}
 		p.tmu.Unlock()
 	}()
-	return t, true
+	return t, l, true
 }
 
 // SetLayers tells the connection what the simulcast encodings of a track
@@ -297,11 +305,11 @@ type Subscriber struct {
 	downs    map[string]*DownTrack
 	senders  map[string]*webrtc.RTPSender
 
+	ready     atomic.Bool   // the connection is up: SRTP can be written
 	done      chan struct{} // closed by Close
 	kick      chan struct{} // re-choose layers now
 	lastAlloc atomic.Pointer[allocation]
-	sentBytes atomic.Int64
-	sentAt    atomic.Int64
+	prober    prober // allocLoop only
 }
 
 // NewSubscriber makes the subscriber connection of one participant. An offer
@@ -317,7 +325,17 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 		done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
-	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace)
+	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace, func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateConnected && !s.ready.Swap(true) {
+			// What was written before SRTP was up went nowhere: every
+			// video starts again from a keyframe.
+			s.mu.Lock()
+			for _, d := range s.downs {
+				d.restart()
+			}
+			s.mu.Unlock()
+		}
+	})
 	if ev.DataOpen != nil || ev.DataMessage != nil {
 		// The channels go in the first offer (see Negotiate), so that
 		// presence and chat work before anybody publishes.
@@ -453,6 +471,7 @@ func (s *Subscriber) addLocked(t *Track, streamID string) bool {
 	}
 	d := NewDownTrack(t, streamID)
 	d.pacer = s.bwe.pacer
+	d.ready = &s.ready
 	d.onREMB = s.bwe.setREMB
 	tr, err := s.pc.AddTransceiverFromTrack(d, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 	if err != nil {

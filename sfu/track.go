@@ -97,8 +97,8 @@ func rank(desc []LayerDesc, rid string) int {
 	return -1
 }
 
-// addLayer adds one simulcast encoding; false when the track already has
-// as many as it can take.
+// addLayer adds one simulcast encoding; nil when the track already has as
+// many as it can take.
 func (t *Track) addLayer(rid string, remote *webrtc.TrackRemote, sendPLI func()) *Layer {
 	t.lmu.Lock()
 	defer t.lmu.Unlock()

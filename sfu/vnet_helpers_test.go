@@ -64,7 +64,7 @@ func newVnetLab(t *testing.T) *vnetLab {
 	if err := router.AddNet(serverNet); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: parleyTestLevel()}))
 	e, err := NewEngine(Config{Net: serverNet, ICEFailGrace: time.Second}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -383,4 +383,13 @@ func (l *vnetLab) subscribe(name string, api *webrtc.API, onTrack func(*webrtc.T
 	}
 	l.t.Cleanup(func() { _ = sub.Close() })
 	return pc, sub, connected
+}
+
+// parleyTestLevel is the server log level of the vnet tests: warnings, or
+// PARLEY_TEST_LOG=debug to follow the estimator and the probes.
+func parleyTestLevel() slog.Level {
+	if os.Getenv("PARLEY_TEST_LOG") == "debug" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
 }

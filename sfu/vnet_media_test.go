@@ -465,7 +465,14 @@ func (r *vnetRecv) seconds() string {
 // switch: between the last packet of one layer and the first of the next
 // (in sequence order) no sequence number is missing. It returns one line
 // per switch that has a gap.
-func (r *vnetRecv) switchGaps() []string {
+// switchGap is a hole in the sequence numbers where the layer changed.
+type switchGap struct {
+	from, to byte // layer markers
+	missing  int
+	desc     string
+}
+
+func (r *vnetRecv) switchGaps() []switchGap {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seqs := make([]int64, 0, len(r.layers))
@@ -475,7 +482,7 @@ func (r *vnetRecv) switchGaps() []string {
 		}
 	}
 	slices.Sort(seqs)
-	var gaps []string
+	var gaps []switchGap
 	last := -1 // index of the newest non-padding packet
 	for i, seq := range seqs {
 		l := r.layers[seq]
@@ -486,8 +493,8 @@ func (r *vnetRecv) switchGaps() []string {
 			prev := seqs[last]
 			if pl := r.layers[prev]; pl != l {
 				if missing := int(seq-prev) - (i - last); missing > 0 {
-					gaps = append(gaps, fmt.Sprintf("%c->%c between seq %d and %d: %d missing",
-						pl, l, prev-r.first, seq-r.first, missing))
+					gaps = append(gaps, switchGap{from: pl, to: l, missing: missing, desc: fmt.Sprintf("%c->%c between seq %d and %d: %d missing",
+						pl, l, prev-r.first, seq-r.first, missing)})
 				}
 			}
 		}
@@ -518,4 +525,11 @@ func vnetSimulcastExts(tr *webrtc.RTPTransceiver, rid string) ([]vnetExt, error)
 		return nil, fmt.Errorf("mid or rid header extension not negotiated (mid %d, rid %d, transceiver mid %q)", midID, ridID, tr.Mid())
 	}
 	return []vnetExt{{uint8(midID), []byte(tr.Mid())}, {uint8(ridID), []byte(rid)}}, nil
+}
+
+// total is how many distinct packets r read.
+func (r *vnetRecv) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.layers)
 }

@@ -29,6 +29,10 @@ func loadtestCmd(args []string, env func(string) string, stdout, stderr io.Write
 	fs.IntVar(&cfg.Subscribers, "subscribers", 5, "receive-only subscribers per room")
 	bitrate := fs.String("video-bitrate", "1.7M", "video bits per second of each publisher (e.g. 500k, 1.7M; 0: no video)")
 	fs.BoolVar(&cfg.Audio, "audio", true, "publishers also send Opus")
+	audioOnly := fs.Bool("audio-only", false, "publishers send Opus only (same as --video-bitrate 0 --audio)")
+	fs.BoolVar(&cfg.Simulcast, "simulcast", false, "send video as three RID layers q, h, f at a tenth, a third and all of --video-bitrate")
+	fs.BoolVar(&cfg.PublishersSubscribe, "publishers-subscribe", false, "publishers also receive each other (a meeting: e.g. --publishers 4 --subscribers 0)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "wait after the last join before measuring")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure, after everyone joined")
 	fs.DurationVar(&cfg.KeyframeInterval, "keyframe-interval", 2*time.Second, "keyframe interval of the synthetic video")
 	fs.StringVar(&cfg.Key, "key", env("PARLEY_API_KEY"), "API key that mints the tokens (env PARLEY_API_KEY; default: --config or PARLEY_KEYS; none: the server's development tokens)")
@@ -51,6 +55,9 @@ func loadtestCmd(args []string, env func(string) string, stdout, stderr io.Write
 	var err error
 	if cfg.VideoBitrate, err = parseBitrate(*bitrate); err != nil {
 		return bad("--video-bitrate: %v", err)
+	}
+	if *audioOnly {
+		cfg.VideoBitrate, cfg.Audio = 0, true
 	}
 	if cfg.Key == "" || cfg.Secret == "" {
 		if cfg.Key, cfg.Secret, err = keyFromConfig(*configPath, cfg.Key, env); err != nil {
@@ -128,10 +135,14 @@ func printReport(w io.Writer, cfg loadtest.Config, r *loadtest.Report) {
 	fmt.Fprintf(w, "bitrate:    in %.2f Mbps, out %.2f Mbps\n", r.BitrateInBps/1e6, r.BitrateOutBps/1e6)
 	fmt.Fprintf(w, "latency:    p50 %.2f ms  p99 %.2f ms  max %.2f ms (%d samples, publisher to subscriber through the server)\n",
 		r.LatencyMS.P50, r.LatencyMS.P99, r.LatencyMS.Max, r.LatencyMS.Samples)
+	if r.LayerPackets != nil {
+		fmt.Fprintf(w, "layers:     video packets received on q %d, h %d, f %d; %d layer switches\n",
+			r.LayerPackets["q"], r.LayerPackets["h"], r.LayerPackets["f"], r.LayerSwitches)
+	}
 	if s := r.Server; s != nil {
 		fmt.Fprintf(w, "server:     %.2f CPU s (%.0f%% of a core), %.0f packets forwarded: %.2f µs CPU per forwarded packet, %.2f CPU s per million\n",
 			s.CPUSeconds, s.CPUPercent, s.PacketsForwarded, s.CPUPerPacketUS, s.CPUSecondsPerMillion)
-		fmt.Fprintf(w, "memory:     RSS %.0f MiB before the clients, %.0f MiB at most: %.0f KiB per subscribed track (%.0f tracks)\n",
-			s.RSSStartBytes/(1<<20), s.RSSMaxBytes/(1<<20), s.RSSPerSubscribedTrack/1024, s.SubscribedTracks)
+		fmt.Fprintf(w, "memory:     RSS %.0f MiB before the clients, %.0f MiB at most: %.0f KiB per subscribed track (%.0f tracks), %.0f KiB per receiving participant (%d)\n",
+			s.RSSStartBytes/(1<<20), s.RSSMaxBytes/(1<<20), s.RSSPerSubscribedTrack/1024, s.SubscribedTracks, s.RSSPerReceiver/1024, s.Receivers)
 	}
 }

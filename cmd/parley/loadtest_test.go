@@ -52,3 +52,42 @@ func TestLoadtestShort(t *testing.T) {
 		t.Fatalf("bad bitrate: %d %q", code, errb.String())
 	}
 }
+
+// TestLoadtestSimulcastMeeting runs parley loadtest --simulcast
+// --publishers-subscribe briefly: three publishers send three RID layers
+// each and receive each other, two more participants only receive. Every
+// client connects, loss (by each subscriber's own sequence numbers, so
+// across layer switches) is under 1%, latency was measured, the received
+// video carries the layers' markers, and the publishers' receptions count.
+func TestLoadtestSimulcastMeeting(t *testing.T) {
+	base, a := startServer(t, withKeys)
+	cfg := loadtest.Config{URL: base, Rooms: 1, Publishers: 3, Subscribers: 2, VideoBitrate: 600_000, Audio: true,
+		Simulcast: true, PublishersSubscribe: true, Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret,
+		MetricsURL: "http://" + a.Metrics.String() + "/metrics", Loopback: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := loadtest.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Connected != 5 || rep.Failed != 0 {
+		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
+	}
+	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 {
+		t.Fatalf("received %d packets, loss %.3f%%", rep.PacketsReceived, 100*rep.LossRatio)
+	}
+	if rep.LatencyMS.Samples == 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.Max < rep.LatencyMS.P99 {
+		t.Fatalf("latency not measured: %+v", rep.LatencyMS)
+	}
+	video := rep.LayerPackets["q"] + rep.LayerPackets["h"] + rep.LayerPackets["f"]
+	if len(rep.LayerPackets) != 3 || video == 0 || video >= rep.PacketsReceived {
+		t.Fatalf("layers not counted: %v of %d packets", rep.LayerPackets, rep.PacketsReceived)
+	}
+	// 3 publishers x 2 tracks to the 2 subscribers, and to the other 2
+	// publishers each.
+	if s := rep.Server; s == nil || s.SubscribedTracks != 24 || s.Receivers != 5 || s.RSSPerReceiver <= 0 {
+		t.Fatalf("server cost: %+v", rep.Server)
+	}
+	t.Logf("%d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms, layers %v, %d switches, server %.1f µs CPU per forwarded packet",
+		rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99, rep.LayerPackets, rep.LayerSwitches, rep.Server.CPUPerPacketUS)
+}

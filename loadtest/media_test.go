@@ -1,0 +1,95 @@
+package loadtest
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// videoPacket is what a subscriber reads: the server's sequence number, a
+// payload from layer marker m sent at sent.
+func videoPacket(t *testing.T, seq uint16, m byte, sent time.Time) []byte {
+	t.Helper()
+	p := make([]byte, 100)
+	p[0], p[1] = 0x10, 0x01
+	binary.BigEndian.PutUint64(p[2:10], uint64(sent.UnixNano()))
+	p[10] = m
+	b, err := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, SSRC: 7}, Payload: p}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestObserveCountsAcrossLayerSwitches: loss is counted from the
+// subscriber's own sequence numbers, so a layer switch (which the server
+// makes continuous) is no loss; a real gap is; wrap-around and a late
+// retransmission neither lose nor switch.
+func TestObserveCountsAcrossLayerSwitches(t *testing.T) {
+	r := &receiver{}
+	r.sampling.Store(true)
+	ts := &trackStats{video: true}
+	now := time.Now()
+	feed := func(seq uint16, m byte) {
+		r.observe(ts, videoPacket(t, seq, m, now.Add(-time.Millisecond)), now.UnixNano())
+	}
+	feed(65533, 'q')
+	feed(65534, 'q')
+	feed(65535, 'h') // switch up
+	feed(0, 'h')     // wrap
+	feed(2, 'f')     // 1 lost, switch up
+	feed(1, 'h')     // the lost one, retransmitted late: no switch back
+	feed(1, 'h')     // a duplicate: not counted
+	feed(3, 'f')
+	if got := ts.expected.Load(); got != 7 {
+		t.Errorf("expected %d, want 7 (65533..3)", got)
+	}
+	if r.packets.Load() != 7 || r.lossy.Load() != 0 {
+		t.Errorf("received %d lost %d, want 7 and 0 (the repair filled the gap, the duplicate is not counted)", r.packets.Load(), r.lossy.Load())
+	}
+	feed(6, 'f') // 4 and 5 lost for good
+	if r.lossy.Load() != 2 || ts.expected.Load() != 10 {
+		t.Errorf("lost %d of %d, want 2 of 10", r.lossy.Load(), ts.expected.Load())
+	}
+	if c := r.layerCounts(); c != [4]uint64{0, 2, 3, 3} {
+		t.Errorf("per layer %v, want q 2, h 3, f 3", c)
+	}
+	if r.switches.Load() != 2 {
+		t.Errorf("%d switches, want 2 (q->h, h->f)", r.switches.Load())
+	}
+	if len(ts.samples) != 8 || ts.samples[0] < 900 || ts.samples[0] > 1100 {
+		t.Errorf("latency samples %v, want 8 of about 1000 µs", ts.samples)
+	}
+
+	// Outside the measurement nothing is sampled, everything is counted.
+	r.sampling.Store(false)
+	feed(7, 'f')
+	if len(ts.samples) != 8 || r.packets.Load() != 9 {
+		t.Errorf("%d samples, %d packets after the measurement", len(ts.samples), r.packets.Load())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := Config{URL: "http://x", Rooms: 1, Publishers: 1, Subscribers: 1, VideoBitrate: 1, Duration: time.Second}
+	for name, mod := range map[string]func(*Config){
+		"nothing sent":         func(c *Config) { c.VideoBitrate, c.Audio = 0, false },
+		"simulcast, no video":  func(c *Config) { c.VideoBitrate, c.Audio, c.Simulcast = 0, true, true },
+		"nobody receives":      func(c *Config) { c.Subscribers = 0 },
+		"no publishers":        func(c *Config) { c.Publishers = 0 },
+		"no duration":          func(c *Config) { c.Duration = 0 },
+		"negative subscribers": func(c *Config) { c.Subscribers = -1 },
+	} {
+		c := ok
+		mod(&c)
+		if c.Validate() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	meeting := ok
+	meeting.Subscribers, meeting.PublishersSubscribe = 0, true
+	if err := meeting.Validate(); err != nil || meeting.Warmup != 2*time.Second {
+		t.Errorf("meeting: %v, warmup %s", err, meeting.Warmup)
+	}
+}
