@@ -463,3 +463,62 @@ func TestBrowserSimulcast(t *testing.T) {
 	})
 	t.Logf("TestBrowserSimulcast took %s", time.Since(start).Round(time.Millisecond))
 }
+
+// holdTopLayerJS runs in the publisher's tab before the page: the camera's
+// top layer (rid f) starts inactive, as when a browser's bandwidth
+// estimate is still too low for it when the server first pauses the
+// layers nobody watches.
+const holdTopLayerJS = `(() => {
+  const add = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (track, init) {
+    if (init && init.sendEncodings) {
+      init = {...init, sendEncodings: init.sendEncodings.map((e) => (e.rid === 'f' ? {...e, active: false} : e))};
+    }
+    return add.call(this, track, init);
+  };
+})()`
+
+// TestBrowserSimulcastTopLayerLate: the publisher's top layer has not gone
+// out yet when it is alone in the room and its layers are paused (nobody
+// watches). A viewer that then shows it at 1280x720 still gets the top
+// layer: the offer described it, so the server asks for it (set_layers).
+func TestBrowserSimulcastTopLayerLate(t *testing.T) {
+	requireChromium(t)
+	base, _ := startServer(t)
+	browser := startBrowser(t)
+	const room = "browser-simulcast-late"
+	const mediaTimeout = 30 * time.Second
+	start := time.Now()
+
+	pub := newPage(t, browser, "publisher")
+	pub.run(t, 5*time.Second, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: holdTopLayerJS})
+		return chromedp.Void{}, err
+	})
+	pub.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "Pub")))
+	pub.waitTrue(t, "the publisher connects", `window.parley && window.parley.publisherPC && window.parley.publisherPC.connectionState === 'connected'`, mediaTimeout)
+	pubSID := selfField(t, pub, "sid")
+	if got := value[string](t, pub, activeLayers); got != "h,q" {
+		t.Fatalf("the publisher starts with %q, want h,q (the top layer held back)", got)
+	}
+	// Nobody watches: every layer is paused.
+	poll(t, pub, "pauses every layer", activeLayers, 15*time.Second, func(s string) bool { return s == "" })
+
+	large := newPage(t, browser, "large")
+	withoutCamera(t, large)
+	large.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "large")))
+	large.waitTrue(t, "the publisher's tile", sizeTile(pubSID, 1280, 720), mediaTimeout)
+	watched := time.Now()
+	defer func() {
+		if t.Failed() {
+			ctx, cancel := context.WithTimeout(pub.ctx, 5*time.Second)
+			defer cancel()
+			enc, _ := eval[string](ctx, activeLayers)
+			t.Logf("the publisher encodes %q", enc)
+		}
+	}()
+	in := poll(t, large, "decodes the top layer", inboundOf(pubSID), mediaTimeout, func(v videoIn) bool { return v.Width >= 1280 })
+	t.Logf("the late viewer decodes %vx%v after %s; the publisher encodes %s", in.Width, in.Height,
+		time.Since(watched).Round(100*time.Millisecond), value[string](t, pub, activeLayers))
+	t.Logf("TestBrowserSimulcastTopLayerLate took %s", time.Since(start).Round(time.Millisecond))
+}
