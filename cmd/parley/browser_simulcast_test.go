@@ -168,6 +168,20 @@ const allInbound = `(async () => {
   return JSON.stringify(out);
 })()`
 
+// logMedia logs what viewer receives of psid's camera and what pub
+// encodes, when a test failed.
+func logMedia(t *testing.T, viewer, pub *page, psid string) {
+	ctx, cancel := context.WithTimeout(viewer.ctx, 5*time.Second)
+	defer cancel()
+	in, _ := eval[string](ctx, allInbound)
+	told, _ := eval[string](ctx, settingsOf(psid))
+	pctx, pcancel := context.WithTimeout(pub.ctx, 5*time.Second)
+	defer pcancel()
+	out, _ := eval[[]layerOut](pctx, outboundLayers)
+	enc, _ := eval[string](pctx, activeLayers)
+	t.Logf("%s receives %s and told %s; %s encodes %q: %+v", viewer.name, in, told, pub.name, enc, out)
+}
+
 // activeLayers lists the RIDs the publisher page encodes, sorted.
 const activeLayers = `[...window.parley.cameraLayers()].sort().join(',')`
 
