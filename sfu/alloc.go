@@ -49,15 +49,17 @@ const (
 	congestionDrop = 0.9
 )
 
-// estimate in bits/s, and whether the path shows congestion now.
-func (b *bwe) estimate(now int64) (int64, bool) {
+// estimate in bits/s, and whether the path shows congestion now. rrLoss is
+// the highest fraction lost the subscriber reports in its receiver reports
+// (the signal left when it does not send transport-cc feedback).
+func (b *bwe) estimate(now int64, rrLoss float64) (int64, bool) {
 	v := int64(initialEstimate)
-	congested := false
+	congested := rrLoss > congestionLoss
 	if e := b.est.Load(); e != nil {
 		v = int64((*e).GetTargetBitrate())
 		loss, _ := (*e).GetStats()["averageLoss"].(float64)
 		prev := b.lastGCC.Swap(v)
-		congested = loss > congestionLoss || (prev > 0 && float64(v) < congestionDrop*float64(prev))
+		congested = congested || loss > congestionLoss || (prev > 0 && float64(v) < congestionDrop*float64(prev))
 	}
 	if congested {
 		b.floor.Store(0)
@@ -360,7 +362,13 @@ func (s *Subscriber) reallocate() {
 		downs = append(downs, d)
 	}
 	s.mu.Unlock()
-	est, congested := s.bwe.estimate(now)
+	var rrLoss float64
+	for _, d := range downs {
+		if l := d.loss.Load(); l > 0 {
+			rrLoss = max(rrLoss, float64(l-1)/256)
+		}
+	}
+	est, congested := s.bwe.estimate(now, rrLoss)
 	a := allocate(downs, est, now)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("allocation", "estimate", est, "congested", congested, "floor", s.bwe.floor.Load(), "deficient", a.deficient, "step", a.step, "probing", s.prober.active)

@@ -42,6 +42,9 @@ type Config struct {
 	// simulate loss, delay and bandwidth limits). ICE-TCP needs the host
 	// network: TCPPort must be 0.
 	Net transport.Net
+	// BatchSend queues outgoing packets and sends each burst with one
+	// sendmmsg system call instead of one sendto per packet.
+	BatchSend bool
 }
 
 // Validate checks the config and names the first bad key.
@@ -100,6 +103,9 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 			_ = uc.SetReadBuffer(4 << 20)
 			_ = uc.SetWriteBuffer(4 << 20)
 			conn = uc
+			if cfg.BatchSend {
+				conn = newBatchConn(uc)
+			}
 		}
 	}
 	if err != nil {

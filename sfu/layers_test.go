@@ -571,6 +571,18 @@ func TestDynacast(t *testing.T) {
 	if last := got[len(got)-1]; len(last) != 0 {
 		t.Fatalf("no subscribers: %v, want []", last)
 	}
+	// A layer the publisher described but never sent stays on.
+	late := newTrackGroup("cam", webrtc.RTPCodecTypeVideo, vp8, []LayerDesc{{RID: "q"}, {RID: "h"}, {RID: "f"}}, slog.Default())
+	late.simulcast = true
+	late.addLayer("q", nil, func() {})
+	late.addLayer("h", nil, func() {})
+	var lateGot [][]string
+	late.OnLayers(func(rids []string) { lateGot = append(lateGot, rids) })
+	late.lastLayer.Store(now.Add(-time.Minute).UnixNano())
+	late.updateActive(now)
+	if len(lateGot) != 1 || len(lateGot[0]) != 1 || lateGot[0][0] != "f" {
+		t.Fatalf("nobody watches a track whose f never came: %v, want [[f]]", lateGot)
+	}
 	// A track that was just published keeps every layer on.
 	fresh := simTrack()
 	var calls int

@@ -392,6 +392,14 @@ func (t *Track) updateActive(now time.Time) {
 			active = append(active, l.rid)
 		}
 	}
+	// A layer the publisher described but never sent (its encoder had not
+	// started it yet) stays on: the server cannot offer what it has not
+	// seen, and pausing it would keep it unseen for good.
+	for _, d := range t.desc {
+		if !t.hasRID(d.RID) && !slices.Contains(active, d.RID) {
+			active = append(active, d.RID)
+		}
+	}
 	if t.active != nil && slices.Equal(active, t.active) {
 		return
 	}
@@ -421,4 +429,14 @@ func (t *Track) lowest() int {
 		}
 	}
 	return -1
+}
+
+// hasRID reports whether a layer with this RID has arrived.
+func (t *Track) hasRID(rid string) bool {
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil && l.rid == rid {
+			return true
+		}
+	}
+	return false
 }

@@ -40,6 +40,7 @@ type Config struct {
 		ListenIP        string   `yaml:"listen_ip" usage:"bind media ports to this address (empty = all)"`
 		PublicIPs       []string `yaml:"public_ips" usage:"public addresses to announce in ICE candidates (1:1 NAT, cloud VMs)"`
 		IncludeLoopback bool     `yaml:"include_loopback" usage:"offer loopback candidates (local development)"`
+		BatchSend       bool     `yaml:"batch_send" usage:"send bursts of media packets with one sendmmsg system call"`
 	} `yaml:"rtc"`
 	Signaling struct {
 		MaxMessageBytes    int64         `yaml:"max_message_bytes" usage:"largest signaling message accepted"`
@@ -434,7 +435,8 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 
 func (c *Config) sfuConfig() sfu.Config {
 	return sfu.Config{UDPPort: c.RTC.UDPPort, TCPPort: c.RTC.TCPPort, ListenIP: c.RTC.ListenIP,
-		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback, ICEFailGrace: c.Signaling.ResumeGrace}
+		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback, ICEFailGrace: c.Signaling.ResumeGrace,
+		BatchSend: c.RTC.BatchSend}
 }
 
 func (c *Config) roomsConfig() rooms.Config {
