@@ -158,8 +158,10 @@ const allInbound = `(async () => {
   const out = {inbound: [], tiles: []};
   const pc = window.parley && window.parley.subscriberPC;
   if (pc) (await pc.getStats()).forEach((r) => {
-    if (r.type === 'inbound-rtp') out.inbound.push({kind: r.kind, mid: r.mid, track: r.trackIdentifier, packets: r.packetsReceived,
+    if (r.type === 'inbound-rtp') out.inbound.push({kind: r.kind, mid: r.mid, ssrc: r.ssrc, track: r.trackIdentifier, packets: r.packetsReceived,
       frames: r.framesDecoded, keyframes: r.keyFramesDecoded, plis: r.pliCount, firs: r.firCount, nacks: r.nackCount});
+    // What arrives at all, whether or not it belongs to a known stream.
+    if (r.type === 'transport') out.transport = {packets: r.packetsReceived, bytes: r.bytesReceived, srtp: r.srtpCipher, dtls: r.dtlsState};
   });
   for (const v of document.querySelectorAll('.tile:not(.local) video')) {
     for (const tr of v.srcObject.getTracks()) out.tiles.push({kind: tr.kind, id: tr.id, state: tr.readyState, muted: tr.muted});
