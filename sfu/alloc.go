@@ -472,3 +472,34 @@ func (s *Subscriber) padOver(d *DownTrack, n int, over time.Duration) {
 		}
 	}
 }
+
+// attrPool is the outermost interceptor of a subscriber connection: pion
+// writes every packet with nil attributes, and the congestion controller
+// then makes a fresh map per packet to note the transport-wide sequence
+// extension. Reused maps save that allocation. No interceptor keeps the
+// map after Write returns.
+type attrPool struct {
+	interceptor.NoOp
+	pool *sync.Pool
+}
+
+func (a *attrPool) BindLocalStream(_ *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, attrs interceptor.Attributes) (int, error) {
+		if attrs != nil {
+			return w.Write(h, payload, attrs)
+		}
+		m := a.pool.Get().(interceptor.Attributes)
+		n, err := w.Write(h, payload, m)
+		clear(m)
+		a.pool.Put(m)
+		return n, err
+	})
+}
+
+type attrPoolFactory struct{ pool *sync.Pool }
+
+func (f attrPoolFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &attrPool{pool: f.pool}, nil
+}
+
+var attributesPool = &sync.Pool{New: func() any { return interceptor.Attributes{} }}

@@ -204,6 +204,7 @@ func (e *Engine) newSubscriberConnection(b *bwe) (*webrtc.PeerConnection, error)
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		return nil, err
 	}
+	reg.Add(attrPoolFactory{pool: attributesPool}) // last: outermost
 	return e.newPeerConnection(m, reg)
 }
 
