@@ -293,6 +293,14 @@ func TestBrowserCall(t *testing.T) {
 	bob.waitFor(t, "bob decodes alice's video", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 1 })
 	t.Logf("bob joined and decoded alice's video in %d ms (cold browser)", time.Since(start).Milliseconds())
 	bobSID := selfField(t, bob, "sid")
+	// logBob logs, when a subtest fails, what bob receives of alice.
+	logBob := func(t *testing.T) {
+		t.Cleanup(func() {
+			if t.Failed() {
+				logMedia(t, bob, alice, aliceSID)
+			}
+		})
+	}
 
 	t.Run("both decode each other", func(t *testing.T) {
 		alice.waitFor(t, "alice decodes bob's video", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 1 })
@@ -304,6 +312,7 @@ func TestBrowserCall(t *testing.T) {
 
 	aliceTile := fmt.Sprintf(`[data-participant-sid=%q][data-source="camera"]`, aliceSID)
 	t.Run("mute", func(t *testing.T) {
+		logBob(t)
 		alice.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-mic")))
 		bob.waitFor(t, "bob sees alice's microphone off", tiles(aliceTile+" .flag-mic"), 5*time.Second, func(v float64) bool { return v == 1 })
 		alice.run(t, 5*time.Second, chromedp.Click(chromedp.CSS("#btn-mic")))
@@ -321,11 +330,16 @@ func TestBrowserCall(t *testing.T) {
 	// A dropped WebSocket is resumed: bob keeps his session (sid), his
 	// peer connections and tiles, and the media never stopped.
 	t.Run("reconnect", func(t *testing.T) {
-		value[bool](t, bob, `(window.keptPC = window.parley.subscriberPC, true)`)
+		logBob(t)
+		// The badge may say "reconnecting" for a few milliseconds only (the
+		// first retry waits 0-500 ms): every state it shows is recorded.
+		value[bool](t, bob, `(window.keptPC = window.parley.subscriberPC, window.seenStates = [],
+  new MutationObserver(() => window.seenStates.push(document.querySelector('#conn-state').dataset.state))
+    .observe(document.querySelector('#conn-state'), {attributes: true, attributeFilter: ['data-state']}), true)`)
 		if n := dropSockets(t, bob); n != 1 {
 			t.Fatalf("bob had %d WebSockets, want 1", n)
 		}
-		bob.waitFor(t, "bob reconnects", `window.parley.state === 'reconnecting' ? 1 : 0`, 5*time.Second, func(v float64) bool { return v == 1 })
+		bob.waitFor(t, "bob reconnects", `window.seenStates.includes('reconnecting') ? 1 : 0`, 5*time.Second, func(v float64) bool { return v == 1 })
 		bob.waitFor(t, "bob is back", `window.parley.state === 'connected' ? 1 : 0`, 15*time.Second, func(v float64) bool { return v == 1 })
 		if sid := selfField(t, bob, "sid"); sid != bobSID {
 			t.Fatalf("bob is %s after the reconnect, want his session %s resumed", sid, bobSID)

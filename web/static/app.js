@@ -7,8 +7,10 @@ import { Chat } from './chat.js';
 import { Presence } from './presence.js';
 import { inUse } from './icewatch.js';
 import { Session } from './session.js';
+import { CAMERA_CONSTRAINTS, Dynacast } from './simulcast.js';
 import { getToken } from './token.js';
 import * as ui from './ui.js';
+import { QUALITIES } from './viewer.js';
 
 const { $ } = ui;
 const params = new URLSearchParams(location.search);
@@ -40,6 +42,7 @@ const app = {
   epoch: 0, // counts joins started, so that a superseded one gives up
   dataGrant: true, // the token allows chat and presence changes
   departures: [], // participant_left as the server said it: {sid, identity, reason, at}
+  quality: 'auto', // the highest video quality asked for (auto, high, medium, low)
 };
 
 // setState shows the badge; "Retry now" shows while the signaling
@@ -106,6 +109,13 @@ const host = {
   dataOpen: () => chat.render(),
   data: (s, msg) => { if (s === app.session) onData(msg); },
   dataClosed: () => chat.render(),
+  // Who speaks now, loudest first; an ended session clears the list.
+  speakers: (s, list) => {
+    if (s !== app.session && list.length > 0) return;
+    ui.setSpeakers(list.map((x) => x.sid));
+    presence.setSpeakers(list.map((x) => x.identity));
+  },
+  quality: () => app.quality,
   updated: (s) => {
     if (s !== app.session) return;
     updateControls();
@@ -316,7 +326,7 @@ async function openMedia() {
     return;
   }
   let err = null;
-  for (const constraints of [{ audio: true, video: true }, { audio: true }]) {
+  for (const constraints of [{ audio: true, video: CAMERA_CONSTRAINTS }, { audio: true }]) {
     try {
       app.camera = await navigator.mediaDevices.getUserMedia(constraints);
       if (!constraints.video) ui.showMessage(cameraProblem(err, 'Joining with your microphone only.'), 'info');
@@ -359,7 +369,8 @@ async function switchDevice(kind, deviceId) {
   if (!old || !deviceId || old.getSettings().deviceId === deviceId) return;
   let track;
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: deviceId } } });
+    const constraints = kind === 'video' ? { ...CAMERA_CONSTRAINTS, deviceId: { exact: deviceId } } : { deviceId: { exact: deviceId } };
+    const stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraints });
     track = stream.getTracks()[0];
   } catch (e) {
     ui.showMessage(`Could not switch to that device: ${e.message || e.name}`);
@@ -442,6 +453,18 @@ function updateControls() {
   // Chat stays usable while reconnecting: what is sent then waits.
   for (const id of ['btn-hand', 'chat-input', 'chat-send']) $(id).disabled = !app.dataGrant;
   $('chat-input').placeholder = app.dataGrant ? 'Write a message' : 'Your token does not allow chat';
+}
+
+// setQuality sets the highest video quality the page asks for; it is kept
+// for the next visits.
+function setQuality(q) {
+  if (!QUALITIES.includes(q)) return;
+  app.quality = q;
+  $('sel-quality').value = q;
+  try {
+    localStorage.setItem('parley.quality', q);
+  } catch { /* storage may be off */ }
+  if (app.session) app.session.viewer.setQuality(q);
 }
 
 // ---- joining and leaving --------------------------------------------------------
@@ -533,6 +556,7 @@ $('btn-retry').addEventListener('click', retryNow);
 $('sel-cam').addEventListener('change', (e) => switchDevice('video', e.target.value));
 $('sel-mic').addEventListener('change', (e) => switchDevice('audio', e.target.value));
 $('enable-audio').addEventListener('click', ui.playAll);
+$('sel-quality').addEventListener('change', (e) => setQuality(e.target.value));
 $('btn-people').addEventListener('click', () => ui.setPanel('people', !ui.panelOpen('people')));
 $('btn-chat').addEventListener('click', () => {
   const open = !ui.panelOpen('chat');
@@ -568,7 +592,26 @@ window.parley = Object.freeze({
   roster: () => presence.entries().map((p) => ({ ...p })),
   chat: () => chat.snapshot(),
   outbox: () => chat.outbox.entries(),
+  // What the page last told the server per remote video track sid
+  // (track_settings), the last speakers, and the RIDs our camera encodes.
+  trackSettings: () => (app.session ? app.session.viewer.snapshot() : {}),
+  speakers: () => (app.session ? app.session.speakers.map((x) => ({ ...x })) : []),
+  cameraLayers: () => {
+    const e = app.session && app.session.pub && app.session.senderFor('camera');
+    return e && e.sender.track && e.sender.track.kind === 'video' ? Dynacast.active(e.sender) : [];
+  },
 });
+
+{
+  let q = 'auto';
+  try {
+    q = localStorage.getItem('parley.quality') || 'auto';
+  } catch { /* storage may be off */ }
+  if (QUALITIES.includes(q)) {
+    app.quality = q;
+    $('sel-quality').value = q;
+  }
+}
 
 {
   const room = params.get('room');

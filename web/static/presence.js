@@ -13,6 +13,7 @@ export class Presence {
     this.people = new Map(); // identity -> presence entry
     this.self = '';
     this.hand = null; // our raised hand; null until the first roster says
+    this.speaking = new Map(); // identity -> rank (1: the loudest), from speakers
     $('btn-hand').addEventListener('click', () => this.toggleHand());
     this.render();
   }
@@ -20,6 +21,7 @@ export class Presence {
   // start begins a new stay in a room; the hand is taken from the server.
   start(identity) {
     this.people.clear();
+    this.speaking.clear();
     this.self = identity || '';
     this.hand = null;
     this.render();
@@ -76,6 +78,16 @@ export class Presence {
     this.render();
   }
 
+  // setSpeakers marks who speaks now (identities, loudest first); they
+  // are listed after ourselves and raised hands, loudest first.
+  setSpeakers(identities) {
+    const next = new Map(identities.map((id, i) => [id, i + 1]));
+    const same = next.size === this.speaking.size && [...next].every(([id, r]) => this.speaking.get(id) === r);
+    if (same) return;
+    this.speaking = next;
+    this.render();
+  }
+
   toggleHand() {
     this.hand = !this.hand;
     this.send({ type: 'presence', hand: this.hand }); // or with the next roster
@@ -99,10 +111,12 @@ export class Presence {
     if (this.changed) this.changed(this);
   }
 
-  // sorted: ourselves first, then raised hands, then in order of arrival.
+  // sorted: ourselves first, then raised hands, then who speaks (loudest
+  // first), then in order of arrival.
   sorted() {
-    const rank = (p) => (p.identity === this.self ? 0 : p.hand ? 1 : 2);
-    return this.entries().sort((a, b) => rank(a) - rank(b) || (a.joined_at || 0) - (b.joined_at || 0));
+    const rank = (p) => (p.identity === this.self ? 0 : p.hand ? 1 : this.speaking.has(p.identity) ? 2 : 3);
+    const loud = (p) => this.speaking.get(p.identity) || 0;
+    return this.entries().sort((a, b) => rank(a) - rank(b) || loud(a) - loud(b) || (a.joined_at || 0) - (b.joined_at || 0));
   }
 
   person(p) {
@@ -114,6 +128,11 @@ export class Presence {
       hand: String(!!p.hand), typing: String(!!p.typing),
     });
     if (p.identity === this.self) li.classList.add('self');
+    const speaking = this.speaking.get(p.identity);
+    if (speaking) {
+      li.classList.add('speaking');
+      if (speaking === 1) li.classList.add('loudest');
+    }
     const dot = document.createElement('span');
     dot.className = 'dot';
     dot.title = status;

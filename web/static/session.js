@@ -10,7 +10,9 @@
 import { DataLink } from './datalink.js';
 import { IceWatch } from './icewatch.js';
 import { PROTOCOL, Signal, signalURL } from './signal.js';
+import { Dynacast, describeLayers, sendEncodings } from './simulcast.js';
 import * as ui from './ui.js';
+import { Viewer } from './viewer.js';
 
 const ERRORS = {
   bad_request: 'The server did not understand a message from this page.',
@@ -88,6 +90,8 @@ function msidTracks(sdp) {
 //   host.dataOpen(session)     the "parley" data channel opened
 //   host.data(session, msg)    a message arrived on a data channel
 //   host.dataClosed(session)   the data channels closed
+//   host.speakers(session, list) who speaks now, loudest first (speakers)
+//   host.quality()             the video quality the page asks for
 export class Session {
   constructor(token, room, host) {
     this.host = host;
@@ -103,6 +107,11 @@ export class Session {
     this.mids = {}; // subscriber mid -> track sid
     this.senders = new Map(); // our RTCRtpSender -> {source, cid}
     this.ownSids = new Map(); // our track cid -> server track sid
+    this.dynacast = new Dynacast(); // applies set_layers to our senders
+    this.layersWanted = new Map(); // set_layers for a track sid we do not know yet
+    this.speakers = []; // the last speakers message: [{sid, identity, level}]
+    // track_settings for the remote video tiles.
+    this.viewer = new Viewer({ send: (type, data) => this.send(type, data), quality: host.quality ? host.quality() : 'auto' });
     this.pending = { publisher: [], subscriber: [] }; // candidates before their description
     this.pubBusy = false;
     this.pubAgain = false;
@@ -176,6 +185,8 @@ export class Session {
       case 'track_unpublished': return this.onTrackUnpublished(d);
       case 'track_muted': return this.onTrackMuted(d);
       case 'participant_updated': return this.onUpdated(d);
+      case 'set_layers': return this.onSetLayers(d);
+      case 'speakers': return this.onSpeakers(d);
       case 'ping': return this.signal.sendNow('pong', { ts: d.ts });
       case 'pong': return this.onPong(d);
       case 'leave': return this.onLeave(d);
@@ -353,6 +364,7 @@ export class Session {
     for (const tr of (self && self.tracks) || []) {
       this.tracks.set(tr.sid, { psid: self.sid, info: tr });
       this.ownSids.set(tr.cid, tr.sid);
+      this.applyWantedLayers(tr.sid);
     }
     for (const p of others) this.addParticipant(p);
   }
@@ -381,6 +393,8 @@ export class Session {
     // server that applied the lost one refuses).
     if (this.answer) this.answer.send();
     else if (this.pubOwed) this.negotiate();
+    // What the tiles told while the socket was down was lost.
+    this.viewer.resend();
     this.ice.checkAll(true);
   }
 
@@ -421,8 +435,19 @@ export class Session {
 
   // ---- publishing ----
 
+  // addSender publishes a track; the camera as simulcast (three RID
+  // encodings), or as one encoding where the browser refuses that.
   addSender(track, stream, source) {
-    const tr = this.pub.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    const init = { direction: 'sendonly', streams: [stream] };
+    let tr = null;
+    if (source === 'camera' && track.kind === 'video') {
+      try {
+        tr = this.pub.addTransceiver(track, { ...init, sendEncodings: sendEncodings() });
+      } catch (e) {
+        console.warn('parley: no simulcast in this browser; the camera is sent as one layer', e);
+      }
+    }
+    if (!tr) tr = this.pub.addTransceiver(track, init);
     this.senders.set(tr.sender, { source, cid: track.id });
     return tr;
   }
@@ -513,7 +538,10 @@ export class Session {
       const info = this.senders.get(t.sender);
       if (!info || t.stopped || t.direction !== 'sendonly' || !t.sender.track) continue;
       if (t.mid && msids[t.mid]) info.cid = msids[t.mid];
-      out.push({ track_id: info.cid, source: info.source, muted: !t.sender.track.enabled });
+      const desc = { track_id: info.cid, source: info.source, muted: !t.sender.track.enabled };
+      const layers = info.source === 'camera' && t.sender.track.kind === 'video' ? describeLayers(t.sender) : undefined;
+      if (layers) desc.layers = layers;
+      out.push(desc);
     }
     return out;
   }
@@ -581,6 +609,7 @@ export class Session {
       else t.audioMuted = known.info.muted;
     }
     ui.setTileTrack(t, e.track);
+    if (e.track.kind === 'video' && sid) this.viewer.watch(t, sid);
   }
 
   // ---- room events ----
@@ -589,6 +618,7 @@ export class Session {
     this.tracks.set(track.sid, { psid, info: track });
     if (this.self && psid === this.self.sid) {
       this.ownSids.set(track.cid, track.sid);
+      this.applyWantedLayers(track.sid);
       // A mute toggled before the server knew the track.
       const s = [...this.senders.values()].find((i) => i.cid === track.cid);
       const local = s && this.senderFor(s.source)?.sender.track;
@@ -615,6 +645,7 @@ export class Session {
     const group = groupOf(entry.info.source);
     const t = ui.getTile(ui.tileKey(d.participant_sid, group));
     if (!t) return;
+    if (entry.info.kind === 'video') this.viewer.watch(t, '');
     ui.removeTileTrack(t, entry.info.kind);
     const left = [...this.tracks.values()].some((x) => x.psid === d.participant_sid && groupOf(x.info.source) === group);
     if (group === 'screen' && !left) ui.removeTile(t.key);
@@ -634,6 +665,37 @@ export class Session {
     if (entry.info.kind === 'video') t.videoMuted = d.muted;
     else t.audioMuted = d.muted;
     ui.refreshTile(t);
+  }
+
+  // onSetLayers: dynacast. Encode only the layers of our track that some
+  // subscriber wants (none for an empty list).
+  onSetLayers(d) {
+    if (!d.track_sid) return;
+    const sender = this.ownSender(d.track_sid);
+    if (!sender) {
+      this.layersWanted.set(d.track_sid, d.active || []); // before track_published
+      return;
+    }
+    this.dynacast.apply(sender, d.active || []);
+  }
+
+  applyWantedLayers(trackSid) {
+    const active = this.layersWanted.get(trackSid);
+    if (!active) return;
+    this.layersWanted.delete(trackSid);
+    const sender = this.ownSender(trackSid);
+    if (sender) this.dynacast.apply(sender, active);
+  }
+
+  // ownSender: the sender of our track that the server knows as trackSid.
+  ownSender(trackSid) {
+    for (const [sender, info] of this.senders) if (this.ownSids.get(info.cid) === trackSid) return sender;
+    return null;
+  }
+
+  onSpeakers(d) {
+    this.speakers = (d.speakers || []).filter((x) => x && x.sid);
+    this.host.speakers(this, this.speakers);
   }
 
   // onUpdated: an administrator changed our name, metadata or grants.
@@ -667,6 +729,7 @@ export class Session {
     if (d.code === 'rate_limited') {
       // That message was ignored: an offer or answer is sent again.
       if (about === 'offer' && this.answer) setTimeout(() => this.answer && this.answer.send(), 1000);
+      if (about === 'track_settings') setTimeout(() => this.live && this.viewer.resend(), 2000);
       if (about === 'answer') {
         this.owed.answer = true;
         setTimeout(() => {
@@ -675,6 +738,12 @@ export class Session {
           }
         }, 1000);
       }
+      return;
+    }
+    if (about === 'track_settings') {
+      // A track that went away meanwhile, or an older server: the video
+      // still plays, at whatever size the server chooses.
+      if (d.code === 'unknown_type') this.viewer.stop();
       return;
     }
     const human = ERRORS[d.code] || 'The server reported an error.';
@@ -699,6 +768,11 @@ export class Session {
     clearTimeout(this.connectTimer);
     clearInterval(this.keepalive);
     this.ice.stop();
+    this.viewer.stop();
+    if (this.speakers.length > 0) {
+      this.speakers = [];
+      this.host.speakers(this, []);
+    }
     if (this.barrier) this.barrier.done();
     if (this.answer) this.answer.reject(new Error('session ended'));
     if (this.data) this.data.close();

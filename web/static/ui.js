@@ -74,6 +74,7 @@ export function ensureTile(key, { psid, identity = '', name = '', source = 'came
   else grid.append(el);
   tiles.set(key, t);
   refreshTile(t);
+  markSpeaker(t);
   return t;
 }
 
@@ -137,6 +138,26 @@ export function removeTile(key) {
 
 export function removeTiles(pred) {
   for (const t of allTiles()) if (pred(t)) removeTile(t.key);
+}
+
+// setSpeakers highlights the camera tiles of the participants speaking
+// now (by participant sid, loudest first): each gets the class
+// "speaking", the loudest also "loudest", and data-speaker-rank (1 is the
+// loudest). An empty list clears them.
+const speakerRank = new Map(); // participant sid -> rank (1: the loudest)
+
+export function setSpeakers(sids) {
+  speakerRank.clear();
+  sids.forEach((sid, i) => speakerRank.set(sid, i + 1));
+  for (const t of tiles.values()) markSpeaker(t);
+}
+
+function markSpeaker(t) {
+  const r = t.source === 'camera' ? speakerRank.get(t.el.dataset.participantSid) : undefined;
+  t.el.classList.toggle('speaking', !!r);
+  t.el.classList.toggle('loudest', r === 1);
+  if (r) t.el.dataset.speakerRank = String(r);
+  else delete t.el.dataset.speakerRank;
 }
 
 // play starts a tile's video; when the browser blocks audible autoplay it
