@@ -325,6 +325,24 @@ func TestBrowserCall(t *testing.T) {
 		bob.waitFor(t, "bob sees alice's camera on", tiles(aliceTile+".no-video"), 10*time.Second, func(v float64) bool { return v == 0 })
 		bob.waitFor(t, "bob decodes alice's video again", framesDecoded, 10*time.Second, func(v float64) bool { return v > before+10 })
 	})
+	// Off and on again faster than the server's echo: the echo of the
+	// first click must not undo the second (it did: the page took its own
+	// echo for an administrator's mute).
+	t.Run("mute and unmute at once", func(t *testing.T) {
+		before := bob.waitFor(t, "frames decoded", framesDecoded, 5*time.Second, func(float64) bool { return true })
+		value[bool](t, alice, `(document.querySelector('#btn-cam').click(), document.querySelector('#btn-cam').click(),
+  document.querySelector('#btn-mic').click(), document.querySelector('#btn-mic').click(), true)`)
+		time.Sleep(time.Second) // every echo is back
+		if !value[bool](t, alice, `window.parley.publisherPC.getSenders().every((s) => !s.track || s.track.enabled)`) {
+			t.Fatal("alice's camera or microphone ended up off after off-on")
+		}
+		if muted := value[string](t, alice, `JSON.stringify(window.parley.tracks().filter((x) => x.participant_sid === window.parley.self.sid && x.muted).map((x) => x.source))`); muted != "[]" {
+			t.Fatalf("the server has alice's %s muted after off-on", muted)
+		}
+		bob.waitFor(t, "bob sees alice's camera on", tiles(aliceTile+".no-video"), 5*time.Second, func(v float64) bool { return v == 0 })
+		bob.waitFor(t, "bob sees alice's microphone on", tiles(aliceTile+" .flag-mic"), 5*time.Second, func(v float64) bool { return v == 0 })
+		bob.waitFor(t, "bob decodes alice's video", framesDecoded, 10*time.Second, func(v float64) bool { return v > before+10 })
+	})
 	shot(t, alice, "alice-call")
 
 	// A dropped WebSocket is resumed: bob keeps his session (sid), his

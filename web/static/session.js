@@ -134,6 +134,11 @@ export class Session {
     this.pingedAt = 0; // when the keepalive sent its last ping
     this.barrier = null; // {ts, done} while a resume waits for the kept messages
     this.owed = { answer: false, candidates: [], mutes: new Map() }; // what the socket lost
+    // The mute states we asked for, per track sid, in order: the server
+    // echoes each in a track_muted, and only an echo that is not one of
+    // ours comes from an administrator. (Without this, mute then unmute
+    // clicked faster than a round trip was undone by the first echo.)
+    this.asked = new Map();
     this.ice = new IceWatch({
       peer: (target) => (target === 'publisher' ? this.pub : this.sub),
       canSignal: () => this.live,
@@ -384,7 +389,7 @@ export class Session {
     if (this.ended || !this.live || resumes !== this.resumes) return;
     for (const [sid, muted] of this.owed.mutes) {
       const t = this.tracks.get(sid);
-      if (t && t.info.muted !== muted) this.send('mute', { track_sid: sid, muted });
+      if (t && t.info.muted !== muted) this.sendMute(sid, muted);
     }
     this.owed.mutes.clear();
     // The offer stays our local description: the server may never have
@@ -460,8 +465,16 @@ export class Session {
   // mute tells the server one of our tracks is (un)muted; said while the
   // socket is down, it is said again after the resume.
   mute(trackSid, muted) {
-    if (this.send('mute', { track_sid: trackSid, muted })) this.owed.mutes.delete(trackSid);
+    if (this.sendMute(trackSid, muted)) this.owed.mutes.delete(trackSid);
     else this.owed.mutes.set(trackSid, muted);
+  }
+
+  sendMute(trackSid, muted) {
+    if (!this.send('mute', { track_sid: trackSid, muted })) return false;
+    const q = this.asked.get(trackSid) || [];
+    q.push(muted);
+    this.asked.set(trackSid, q.slice(-16));
+    return true;
   }
 
   // negotiate sends an offer on the publisher connection, one at a time:
@@ -656,6 +669,12 @@ export class Session {
     if (!entry) return;
     entry.info.muted = d.muted;
     if (this.self && d.participant_sid === this.self.sid) {
+      // The echo of a mute we asked for: nothing to do.
+      const q = this.asked.get(d.track_sid);
+      if (q && q.length && q[0] === d.muted) {
+        q.shift();
+        return;
+      }
       // An administrator may mute us: follow the server.
       this.host.ownMuted(entry.info.source, d.muted);
       return;
