@@ -279,10 +279,10 @@ func (p *Participant) SetTrackSettings(sid string, s sfu.TrackSettings) error {
 	switch s.Quality {
 	case "", "low", "medium", "high":
 	default:
-		return fmt.Errorf("%w: quality %q is not low, medium or high", ErrBadDescription, s.Quality)
+		return fmt.Errorf("%w: track %s: quality %q is not low, medium or high", ErrBadDescription, sid, s.Quality)
 	}
 	if s.Width < 0 || s.Height < 0 || s.Width > 16384 || s.Height > 16384 {
-		return fmt.Errorf("%w: width and height must be 0-16384 pixels", ErrBadDescription)
+		return fmt.Errorf("%w: track %s: width and height must be 0-16384 pixels", ErrBadDescription, sid)
 	}
 	if err := p.sub.SetTrackSettings(sid, s); err != nil {
 		return fmt.Errorf("%w: %s is not a track you receive", ErrUnknownTrack, sid)
