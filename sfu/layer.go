@@ -59,6 +59,9 @@ type Layer struct {
 
 func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
 	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI}
+	if t.kind == webrtc.RTPCodecTypeVideo {
+		l.nack = &nackGen{} // before the read loop can start
+	}
 	empty := []*DownTrack{}
 	l.downs.Store(&empty)
 	return l

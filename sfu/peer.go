@@ -178,8 +178,7 @@ func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, erro
 			pli = pliSender(pc, remote.SSRC())
 		}
 		t, l, added := p.trackFor(remote, pli, log)
-		if l != nil && remote.Kind() == webrtc.RTPCodecTypeVideo {
-			l.nack = &nackGen{}
+		if l != nil && l.nack != nil {
 			go l.nackLoop(uint32(remote.SSRC()), pc.WriteRTCP)
 		}
 		if !added {
