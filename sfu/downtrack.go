@@ -346,6 +346,15 @@ func (d *DownTrack) Close() {
 	})
 }
 
+func (d *DownTrack) isClosed() bool {
+	select {
+	case <-d.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Stats of what was sent to the subscriber and dropped for it.
 func (d *DownTrack) Stats() (packets, bytes, drops uint64) {
 	return d.packets.Load(), d.bytes.Load(), d.drops.Load()
@@ -540,7 +549,7 @@ func (d *DownTrack) remember(l *Layer, num uint64, marker bool, now int64) {
 // ring, as RTX when negotiated. Allocation free.
 func (d *DownTrack) resend(seq uint16) {
 	b := d.bind.Load()
-	if b == nil {
+	if b == nil || d.isClosed() {
 		return
 	}
 	now := time.Now().UnixNano()
@@ -595,7 +604,7 @@ func (d *DownTrack) canPad() bool {
 // receiver discards and the bandwidth estimator counts.
 func (d *DownTrack) sendPadding(n int) {
 	b := d.bind.Load()
-	if b == nil || b.rtxSSRC == 0 {
+	if b == nil || b.rtxSSRC == 0 || d.isClosed() {
 		return
 	}
 	d.hmu.Lock()
