@@ -51,6 +51,9 @@ var (
 	nacksDesc        = desc("nacks_total", "Packets subscribers asked to resend (NACK).")
 	plisDesc         = desc("plis_total", "Keyframe requests (PLI) sent to publishers.")
 	retransDesc      = desc("retransmissions_total", "Packets resent in answer to NACKs.")
+	nacksSentDesc    = desc("nacks_sent_total", "Packets the server asked publishers to resend (NACK).")
+	switchesDesc     = desc("layer_switches_total", "Simulcast layer switches of subscribers.")
+	paddingDesc      = desc("padding_bytes_total", "RTX padding sent to probe subscribers' bandwidth.")
 	lossDesc         = desc("loss_ratio", "Mean fraction of packets lost that subscribers report, over the forwarded tracks.")
 	wsDesc           = desc("websocket_connections", "Open signaling WebSockets.")
 	errorsDesc       = desc("signaling_errors_total", "Errors sent to clients, by code.", "code")
@@ -68,7 +71,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
-		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
+		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc} {
 		ch <- d
 	}
@@ -104,6 +107,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(nacksDesc, es.NACKs)
 	counter(plisDesc, es.PLIs)
 	counter(retransDesc, es.Retransmissions)
+	counter(nacksSentDesc, es.NACKsSent)
+	counter(switchesDesc, es.LayerSwitches)
+	counter(paddingDesc, es.PaddingBytes)
 	gauge(lossDesc, es.LossRatio)
 
 	ss := c.src.Signaling.Stats()

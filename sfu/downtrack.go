@@ -114,13 +114,14 @@ type DownTrack struct {
 	rhdr   rtp.Header
 	pad    [255]byte
 
-	packets atomic.Uint64
-	bytes   atomic.Uint64
-	drops   atomic.Uint64
-	nacks   atomic.Uint64
-	retx    atomic.Uint64
-	padded  atomic.Uint64 // padding bytes sent to probe bandwidth
-	loss    atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
+	packets  atomic.Uint64
+	bytes    atomic.Uint64
+	drops    atomic.Uint64
+	nacks    atomic.Uint64
+	retx     atomic.Uint64
+	padded   atomic.Uint64 // padding bytes sent to probe bandwidth
+	switches atomic.Uint64 // layer switches
+	loss     atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
 
 	onREMB func(bps uint64) // the subscriber connection's estimate
 	pacer  *passPacer       // the subscriber connection's, to route RTX
@@ -457,6 +458,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 			d.resync.Store(true)
 		}
 		if old != nil {
+			d.switches.Add(1)
 			d.detachFrom(old)
 		}
 	case video && d.needKeyframe.Load():

@@ -139,6 +139,9 @@ func TestLayerSwitchOnKeyframe(t *testing.T) {
 	if d.Layer() != 1 {
 		t.Fatalf("layer %d, want 1", d.Layer())
 	}
+	if d.switches.Load() != 2 {
+		t.Fatalf("%d layer switches counted, want 2", d.switches.Load())
+	}
 	n := len(w.pkts)
 	d.setTarget(-1)
 	seq++

@@ -13,6 +13,9 @@ type Stats struct {
 	NACKs                uint64 // packets subscribers asked to resend
 	PLIs                 uint64 // keyframe requests sent to publishers
 	Retransmissions      uint64 // packets resent in answer to NACKs
+	NACKsSent            uint64 // packets the SFU asked publishers to resend
+	LayerSwitches        uint64 // simulcast layer switches of subscribers
+	PaddingBytes         uint64 // RTX padding sent to probe for bandwidth
 	// LossRatio is the mean fraction of packets lost that subscribers
 	// report (RTCP receiver reports) over the forwarded tracks that have
 	// reported.
@@ -44,6 +47,7 @@ func (s *engineStats) endTrack(t *Track) {
 		s.ended.PacketsIn += t.Packets()
 		s.ended.BytesIn += t.Bytes()
 		s.ended.PLIs += t.plis()
+		s.ended.NACKsSent += t.nacksSent()
 	}
 	s.mu.Unlock()
 }
@@ -63,6 +67,8 @@ func (s *engineStats) endDown(d *DownTrack) {
 		s.ended.Drops += d.drops.Load()
 		s.ended.NACKs += d.nacks.Load()
 		s.ended.Retransmissions += d.retx.Load()
+		s.ended.LayerSwitches += d.switches.Load()
+		s.ended.PaddingBytes += d.padded.Load()
 	}
 	s.mu.Unlock()
 }
@@ -77,6 +83,7 @@ func (e *Engine) Stats() Stats {
 		st.PacketsIn += t.Packets()
 		st.BytesIn += t.Bytes()
 		st.PLIs += t.plis()
+		st.NACKsSent += t.nacksSent()
 	}
 	var lossSum float64
 	var reported int
@@ -86,6 +93,8 @@ func (e *Engine) Stats() Stats {
 		st.Drops += d.drops.Load()
 		st.NACKs += d.nacks.Load()
 		st.Retransmissions += d.retx.Load()
+		st.LayerSwitches += d.switches.Load()
+		st.PaddingBytes += d.padded.Load()
 		if l := d.loss.Load(); l > 0 {
 			lossSum += float64(l-1) / 256
 			reported++

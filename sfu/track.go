@@ -221,6 +221,16 @@ func (t *Track) plis() uint64 {
 	return n
 }
 
+func (t *Track) nacksSent() uint64 {
+	var n uint64
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			n += l.nacksSent.Load()
+		}
+	}
+	return n
+}
+
 // Subscribers counts the DownTracks fed by t.
 func (t *Track) Subscribers() int { return len(*t.all.Load()) }
 

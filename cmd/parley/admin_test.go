@@ -12,6 +12,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -296,6 +298,24 @@ func TestAdminActionsWithPeers(t *testing.T) {
 		}
 		if m2["process_resident_memory_bytes"] <= 0 || m2["go_goroutines"] <= 0 || m2[`parley_data_messages_total{type="heartbeat"}`] < 0 {
 			t.Error("runtime and process metrics are missing")
+		}
+		// Every unlabeled metric docs/api.md lists is served (TURN's and
+		// the webhooks' only when those are on; this server has neither).
+		doc, err := os.ReadFile("../../docs/api.md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := regexp.MustCompile("`(parley_[a-z_]+)`").FindAllStringSubmatch(string(doc), -1)
+		if len(names) < 20 {
+			t.Fatalf("found only %d metric names in docs/api.md", len(names))
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n[1], "parley_turn_") || strings.HasPrefix(n[1], "parley_webhook_") {
+				continue
+			}
+			if _, ok := m2[n[1]]; !ok {
+				t.Errorf("docs/api.md lists %s, /metrics does not serve it", n[1])
+			}
 		}
 	})
 
