@@ -28,16 +28,13 @@ const allocInterval = 500 * time.Millisecond
 // lowered by REMB when the client sends it. Congestion (GCC sees delay
 // grow, or loss) drops the floor at once.
 type bwe struct {
-	est    atomic.Pointer[cc.BandwidthEstimator]
-	remb   atomic.Uint64
-	rembAt atomic.Int64
-	pacer  *passPacer
-	floor  atomic.Int64
-	// the estimate's last drop, to hold probing back after congestion
-	lastValue   atomic.Int64
-	lastGCC     atomic.Int64
-	droppedAt   atomic.Int64
-	congestedAt atomic.Int64
+	est         atomic.Pointer[cc.BandwidthEstimator]
+	remb        atomic.Uint64
+	rembAt      atomic.Int64
+	pacer       *passPacer
+	floor       atomic.Int64
+	lastGCC     atomic.Int64 // GCC's estimate in the last round
+	congestedAt atomic.Int64 // when congestion was last seen: probing waits
 }
 
 // congestionLoss is the loss ratio GCC reports above which the path is
@@ -68,9 +65,6 @@ func (b *bwe) estimate(now int64, rrLoss float64) (int64, bool) {
 	v = max(v, b.floor.Load())
 	if r := b.remb.Load(); r > 0 && now-b.rembAt.Load() < int64(5*time.Second) && int64(r) < v {
 		v = int64(r)
-	}
-	if last := b.lastValue.Swap(v); v < last*95/100 {
-		b.droppedAt.Store(now)
 	}
 	return v, congested
 }
@@ -234,7 +228,7 @@ type candidate struct {
 	d      *DownTrack
 	t      *Track
 	layers []int // the track's layers up to the desired one, lowest first
-	pick   int   // index into layers
+	pick   int   // index into layers: at least 0
 }
 
 // allocation is the outcome of one round, for probing and tests.
@@ -303,7 +297,7 @@ func allocate(downs []*DownTrack, estimate int64, now int64) allocation {
 		changed = false
 		for i := range cands {
 			c := &cands[i]
-			if c.pick < 0 || c.pick+1 >= len(c.layers) {
+			if c.pick+1 >= len(c.layers) {
 				continue
 			}
 			delta := rate(c, c.pick+1) - rate(c, c.pick)
@@ -317,15 +311,9 @@ func allocate(downs []*DownTrack, estimate int64, now int64) allocation {
 	out := allocation{estimate: estimate}
 	for i := range cands {
 		c := &cands[i]
-		want := -1
-		if c.pick >= 0 {
-			want = c.layers[c.pick]
-		}
+		want := c.layers[c.pick]
 		if c.pick+1 < len(c.layers) {
-			step := rate(c, c.pick+1)
-			if c.pick >= 0 {
-				step -= rate(c, c.pick)
-			}
+			step := rate(c, c.pick+1) - rate(c, c.pick)
 			if !out.deficient || step < out.step {
 				out.step = step
 			}

@@ -80,54 +80,6 @@ func benchAPI(b *testing.B) *webrtc.API {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 }
 
-// benchSerial runs a peer's signalling steps in order on one goroutine:
-// engine callbacks only post (PeerEvents contract).
-type benchSerial struct {
-	ch   chan func()
-	done chan struct{}
-	wg   sync.WaitGroup
-}
-
-func newBenchSerial(b *testing.B) *benchSerial {
-	s := &benchSerial{ch: make(chan func(), 64), done: make(chan struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			select {
-			case f := <-s.ch:
-				f()
-			case <-s.done:
-				return
-			}
-		}
-	}()
-	b.Cleanup(func() { close(s.done); s.wg.Wait() })
-	return s
-}
-
-func (s *benchSerial) post(f func()) {
-	select {
-	case s.ch <- f:
-	case <-s.done:
-	}
-}
-
-// benchDescription sets d and waits for gathering, so the SDP carries the
-// candidates.
-func benchDescription(pc *webrtc.PeerConnection, d webrtc.SessionDescription) (string, error) {
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(d); err != nil {
-		return "", err
-	}
-	select {
-	case <-gathered:
-	case <-time.After(benchConnect):
-		return "", fmt.Errorf("gathering not complete after %s", benchConnect)
-	}
-	return pc.LocalDescription().SDP, nil
-}
-
 // benchDelivery counts what every subscriber read and wakes the publisher
 // when a target is reached.
 type benchDelivery struct {
@@ -207,7 +159,7 @@ func benchLoopbackForward(b *testing.B, subscribers int) {
 		}
 	}()
 	tracks := make(chan *Track, 1)
-	psig := newBenchSerial(b)
+	psig := newSignals(b)
 	pub, err := e.NewPublisher(PeerEvents{
 		Answer: func(sdp string) {
 			psig.post(func() {
@@ -237,7 +189,7 @@ func benchLoopbackForward(b *testing.B, subscribers int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sdp, err := benchDescription(ppc, offer)
+	sdp, err := localDescription(ppc, offer, benchConnect)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -300,7 +252,7 @@ func benchLoopbackForward(b *testing.B, subscribers int) {
 				}
 			}()
 		})
-		ssig := newBenchSerial(b)
+		ssig := newSignals(b)
 		var sub *Subscriber
 		sub, err = e.NewSubscriber(PeerEvents{
 			Offer: func(sdp string, _ map[string]string) {
@@ -312,7 +264,7 @@ func benchLoopbackForward(b *testing.B, subscribers int) {
 					answer, err := spc.CreateAnswer(nil)
 					if err == nil {
 						var sdp string
-						if sdp, err = benchDescription(spc, answer); err == nil {
+						if sdp, err = localDescription(spc, answer, benchConnect); err == nil {
 							err = sub.HandleAnswer(sdp)
 						}
 					}

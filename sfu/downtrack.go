@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -178,7 +179,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 			b := &binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), writer: ctx.WriteStream()}
 			if rtx := uint32(ctx.SSRCRetransmission()); rtx != 0 {
 				for _, r := range params {
-					if strings.EqualFold(r.MimeType, webrtc.MimeTypeRTX) && fmtpParam(r.SDPFmtpLine, "apt") == itoa(int(c.PayloadType)) {
+					if strings.EqualFold(r.MimeType, webrtc.MimeTypeRTX) && fmtpParam(r.SDPFmtpLine, "apt") == strconv.Itoa(int(c.PayloadType)) {
 						b.rtxSSRC, b.rtxPT = rtx, uint8(r.PayloadType)
 					}
 				}
@@ -199,20 +200,6 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		}
 	}
 	return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [8]byte
-	i := len(b)
-	for n > 0 && i > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
 }
 
 // Unbind is called by pion when the transceiver stops.
@@ -394,15 +381,13 @@ func (d *DownTrack) detachFrom(l *Layer) {
 	if l == d.cur || l.idx == int(d.target.Load()) {
 		return
 	}
-	for _, x := range *l.downs.Load() {
-		if x == d {
-			if d.beforeDetach != nil {
-				d.beforeDetach(l)
-			}
-			l.removeDown(d)
-			return
-		}
+	if !l.downs.has(d) {
+		return
 	}
+	if d.beforeDetach != nil {
+		d.beforeDetach(l)
+	}
+	l.removeDown(d)
 }
 
 // writePacket copies one packet out of its layer's ring, rewrites it and

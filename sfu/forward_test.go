@@ -230,3 +230,6 @@ func benchmarkForward(b *testing.B, subscribers int) {
 // 1 or 10 subscribers (ns/op is per incoming packet; ns/fwd-pkt per copy).
 func BenchmarkForward1(b *testing.B)  { benchmarkForward(b, 1) }
 func BenchmarkForward10(b *testing.B) { benchmarkForward(b, 10) }
+
+// forward feeds a packet to the track's first layer.
+func (t *Track) forward(pkt []byte) { t.layer(0).forward(pkt) }

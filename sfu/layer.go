@@ -3,7 +3,6 @@ package sfu
 import (
 	"errors"
 	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,8 +30,7 @@ type Layer struct {
 	ring    ring
 	lastNum uint64 // read loop only
 
-	mu    sync.Mutex                   // serializes changes to downs
-	downs atomic.Pointer[[]*DownTrack] // copy-on-write (NOTES 11)
+	downs downSet // the DownTracks forwarding this layer
 
 	lastPLI    atomic.Int64 // unix nanoseconds
 	pendingPLI atomic.Bool
@@ -62,8 +60,6 @@ func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		l.nack = &nackGen{} // before the read loop can start
 	}
-	empty := []*DownTrack{}
-	l.downs.Store(&empty)
 	return l
 }
 
@@ -145,7 +141,7 @@ func (l *Layer) forward(pkt []byte) {
 	if t.muted.Load() {
 		return
 	}
-	for _, d := range *l.downs.Load() {
+	for _, d := range l.downs.load() {
 		d.enqueue(l, num)
 	}
 }
@@ -197,34 +193,8 @@ func (l *Layer) inspectVP9(pkt []byte) {
 	}
 }
 
-func (l *Layer) addDown(d *DownTrack) {
-	l.mu.Lock()
-	old := *l.downs.Load()
-	for _, x := range old {
-		if x == d {
-			l.mu.Unlock()
-			return
-		}
-	}
-	next := make([]*DownTrack, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, d)
-	l.downs.Store(&next)
-	l.mu.Unlock()
-}
-
-func (l *Layer) removeDown(d *DownTrack) {
-	l.mu.Lock()
-	old := *l.downs.Load()
-	next := make([]*DownTrack, 0, len(old))
-	for _, x := range old {
-		if x != d {
-			next = append(next, x)
-		}
-	}
-	l.downs.Store(&next)
-	l.mu.Unlock()
-}
+func (l *Layer) addDown(d *DownTrack)    { l.downs.add(d) }
+func (l *Layer) removeDown(d *DownTrack) { l.downs.remove(d) }
 
 // RequestKeyframe asks the publisher for a keyframe on this layer, at most
 // once per keyframeInterval; a request inside the interval is sent when it

@@ -127,7 +127,7 @@ func TestLayerSwitchOnKeyframe(t *testing.T) {
 		t.Fatal("last packet is not from layer 2")
 	}
 	// Old layer detached: its packets are no longer queued.
-	for _, x := range *tr.layer(0).downs.Load() {
+	for _, x := range tr.layer(0).downs.load() {
 		if x == d {
 			t.Fatal("still attached to layer 0")
 		}
@@ -618,7 +618,7 @@ func TestTargetChangeDuringDetach(t *testing.T) {
 	d.beforeDetach = nil
 	set.Wait()
 	attached := false
-	for _, x := range *tr.layer(2).downs.Load() {
+	for _, x := range tr.layer(2).downs.load() {
 		attached = attached || x == d
 	}
 	if d.target.Load() != 2 || !attached {
@@ -677,7 +677,7 @@ func TestTargetChangesNeverLoseTheLayer(t *testing.T) {
 		}
 		if d.packets.Load() < before+20 || d.Layer() != want {
 			attached := false
-			for _, x := range *tr.layer(want).downs.Load() {
+			for _, x := range tr.layer(want).downs.load() {
 				attached = attached || x == d
 			}
 			t.Fatalf("target %d: %d packets forwarded, on layer %d, attached to it: %v", want, d.packets.Load()-before, d.Layer(), attached)

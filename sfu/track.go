@@ -42,8 +42,7 @@ type Track struct {
 	lmu    sync.Mutex // serializes changes to layers
 	layers [maxLayers]atomic.Pointer[Layer]
 
-	amu   sync.Mutex                   // serializes changes to all
-	all   atomic.Pointer[[]*DownTrack] // every subscriber, whatever its layer
+	all   downSet // every subscriber, whatever its layer
 	muted atomic.Bool
 
 	// audio level (RFC 6464), summed between two AudioLevel calls
@@ -76,8 +75,6 @@ func newTrack(cid string, kind webrtc.RTPCodecType, codec webrtc.RTPCodecCapabil
 func newTrackGroup(cid string, kind webrtc.RTPCodecType, codec webrtc.RTPCodecCapability, desc []LayerDesc, log *slog.Logger) *Track {
 	t := &Track{cid: cid, kind: kind, codec: codec, desc: desc, log: log, done: make(chan struct{}),
 		vp8: strings.EqualFold(codec.MimeType, webrtc.MimeTypeVP8), vp9: strings.EqualFold(codec.MimeType, webrtc.MimeTypeVP9)}
-	empty := []*DownTrack{}
-	t.all.Store(&empty)
 	return t
 }
 
@@ -232,7 +229,7 @@ func (t *Track) nacksSent() uint64 {
 }
 
 // Subscribers counts the DownTracks fed by t.
-func (t *Track) Subscribers() int { return len(*t.all.Load()) }
+func (t *Track) Subscribers() int { return len(t.all.load()) }
 
 // Start names the track and starts the read loops of its layers.
 func (t *Track) Start(sid string) {
@@ -268,7 +265,7 @@ func (t *Track) SetMuted(muted bool) {
 	}
 	// Resume right after the last packet sent, so the muted period leaves
 	// no gap in sequence numbers; video resumes on a keyframe.
-	for _, d := range *t.all.Load() {
+	for _, d := range t.all.load() {
 		d.resync.Store(true)
 		if t.kind == webrtc.RTPCodecTypeVideo {
 			d.needKeyframe.Store(true)
@@ -292,30 +289,11 @@ func (t *Track) Close() {
 	})
 }
 
-// forward feeds a packet to the first layer (tests).
-func (t *Track) forward(pkt []byte) { t.layer(0).forward(pkt) }
+func (t *Track) addDown(d *DownTrack) { t.all.add(d) }
 
-func (t *Track) addDown(d *DownTrack) {
-	t.amu.Lock()
-	old := *t.all.Load()
-	next := make([]*DownTrack, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, d)
-	t.all.Store(&next)
-	t.amu.Unlock()
-}
-
+// removeDown detaches d from the track and every layer.
 func (t *Track) removeDown(d *DownTrack) {
-	t.amu.Lock()
-	old := *t.all.Load()
-	next := make([]*DownTrack, 0, len(old))
-	for _, x := range old {
-		if x != d {
-			next = append(next, x)
-		}
-	}
-	t.all.Store(&next)
-	t.amu.Unlock()
+	t.all.remove(d)
 	for i := range maxLayers {
 		if l := t.layer(i); l != nil {
 			l.removeDown(d)
@@ -384,7 +362,7 @@ func (t *Track) updateActive(now time.Time) {
 	}
 	t.activeMu.Lock()
 	defer t.activeMu.Unlock()
-	for _, d := range *t.all.Load() {
+	for _, d := range t.all.load() {
 		for _, i := range [2]int32{d.want.Load(), d.curIdx.Load()} {
 			if i >= 0 && i < maxLayers {
 				t.wantedAt[i] = now

@@ -203,7 +203,7 @@ type signals struct {
 	wg   sync.WaitGroup
 }
 
-func newSignals(t *testing.T) *signals {
+func newSignals(t testing.TB) *signals {
 	s := &signals{ch: make(chan func(), 64), done: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
@@ -228,17 +228,17 @@ func (s *signals) post(f func()) {
 	}
 }
 
-// localDescription sets d and waits (bounded) for candidate gathering, so
-// the SDP carries the client's candidates.
-func localDescription(pc *webrtc.PeerConnection, d webrtc.SessionDescription) (string, error) {
+// localDescription sets d and waits (at most within) for candidate
+// gathering, so the SDP carries the client's candidates.
+func localDescription(pc *webrtc.PeerConnection, d webrtc.SessionDescription, within time.Duration) (string, error) {
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(d); err != nil {
 		return "", err
 	}
 	select {
 	case <-gathered:
-	case <-time.After(vnetConnectTimeout):
-		return "", fmt.Errorf("candidate gathering did not complete in %s", vnetConnectTimeout)
+	case <-time.After(within):
+		return "", fmt.Errorf("candidate gathering did not complete in %s", within)
 	}
 	return pc.LocalDescription().SDP, nil
 }
@@ -319,7 +319,7 @@ func (l *vnetLab) publish(name string, api *webrtc.API, setup func(pc *webrtc.Pe
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	sdp, err := localDescription(pc, offer)
+	sdp, err := localDescription(pc, offer, vnetConnectTimeout)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func (l *vnetLab) subscribe(name string, api *webrtc.API, onTrack func(*webrtc.T
 					l.fail("%s: client cannot answer: %v", name, err)
 					return
 				}
-				sdp, err := localDescription(pc, answer)
+				sdp, err := localDescription(pc, answer, vnetConnectTimeout)
 				if err != nil {
 					l.fail("%s: %v", name, err)
 					return

@@ -19,6 +19,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/rooms"
@@ -148,6 +149,10 @@ func newAPI(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
 	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	// Audio levels (RFC 6464), as browsers offer them.
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		t.Fatal(err)
 	}
 	reg := &interceptor.Registry{}

@@ -2,41 +2,16 @@ package signaling
 
 import (
 	"encoding/json"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/rooms"
 )
-
-// levelAPI is newAPI with the audio level header extension (RFC 6464), as
-// browsers offer it.
-func levelAPI(t testing.TB) *webrtc.API {
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
-	reg := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-}
 
 // publishLevel publishes a microphone whose packets carry the audio level
 // in *level (-dBov: 0 loudest, 127 silence).
@@ -130,8 +105,8 @@ func TestActiveSpeaker(t *testing.T) {
 	var aliceLevel, bobLevel atomic.Uint32
 	aliceLevel.Store(127)
 	bobLevel.Store(127)
-	alice := joinClient(t, s, "talk", "alice", levelAPI(t))
-	bob := joinClient(t, s, "talk", "bob", levelAPI(t))
+	alice := joinClient(t, s, "talk", "alice")
+	bob := joinClient(t, s, "talk", "bob")
 	carol := joinClient(t, s, "talk", "carol")
 	alice.publishLevel(&aliceLevel)
 	bob.publishLevel(&bobLevel)

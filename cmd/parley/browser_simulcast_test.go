@@ -41,32 +41,6 @@ func withoutCamera(t *testing.T, p *page) {
 	})
 }
 
-// poll evaluates a JavaScript expression every 50 ms until ok accepts its
-// value, and returns that value; it fails the test after timeout.
-func poll[T any](t *testing.T, p *page, what, expr string, timeout time.Duration, ok func(T) bool) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, timeout)
-	defer cancel()
-	var last T
-	var lastErr error
-	for {
-		v, err := eval[T](ctx, expr)
-		if err == nil {
-			last = v
-			if ok(v) {
-				return v
-			}
-		} else {
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: %s: not after %s (last value %+v, last error %v)", p.name, what, timeout, last, lastErr)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // videoIn is the subscriber's inbound-rtp of one participant's camera.
 type videoIn struct {
 	Found  bool    `json:"found"`

@@ -149,12 +149,20 @@ func eval[T any](ctx context.Context, expr string) (T, error) {
 // waitFor polls a numeric JavaScript expression until ok accepts it.
 func (p *page) waitFor(t *testing.T, what, expr string, timeout time.Duration, ok func(float64) bool) float64 {
 	t.Helper()
+	return poll(t, p, what, expr, timeout, ok)
+}
+
+// poll evaluates a JavaScript expression every 20 ms until ok accepts its
+// value, and returns that value; it fails the test after timeout, saying
+// the last value and the page's connection state.
+func poll[T any](t *testing.T, p *page, what, expr string, timeout time.Duration, ok func(T) bool) T {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, timeout)
 	defer cancel()
-	var last float64
+	var last T
 	var lastErr error
 	for {
-		v, err := eval[float64](ctx, expr)
+		v, err := eval[T](ctx, expr)
 		if err == nil {
 			last = v
 			if ok(v) {
@@ -168,7 +176,7 @@ func (p *page) waitFor(t *testing.T, what, expr string, timeout time.Duration, o
 			sctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
 			state, _ := eval[string](sctx, `String(window.parley && window.parley.state)`)
 			cancel()
-			t.Fatalf("%s: %s: not after %s (last value %v, last error %v, page state %q)", p.name, what, timeout, last, lastErr, state)
+			t.Fatalf("%s: %s: not after %s (last value %+v, last error %v, page state %q)", p.name, what, timeout, last, lastErr, state)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
