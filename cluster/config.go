@@ -1,0 +1,80 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+)
+
+// Config of a node. Addr empty means no cluster (the caller makes no Node).
+type Config struct {
+	Addr     string // Redis host:port
+	Username string
+	Password string
+	DB       int
+	TLS      bool
+
+	// NodeID names this node in the registry (default: host name and a
+	// random suffix, new on every start).
+	NodeID string
+	// AdvertiseURL is where the other nodes reach this node's HTTP server
+	// (the admin API forwards actions on rooms held elsewhere).
+	AdvertiseURL string
+	// PublicAddrs are the node's media addresses, shown in the registry.
+	PublicAddrs []string
+	// Heartbeat is how often the node renews its registration (1s);
+	// NodeTTL how long after the last renewal it counts as dead (5s).
+	Heartbeat time.Duration
+	NodeTTL   time.Duration
+	// MaxTracks is the forwarded tracks beyond which the node takes no
+	// new rooms (0: no limit); MaxCPU the share of its CPU (0.9).
+	MaxTracks int
+	MaxCPU    float64
+	// Load reports the node's own load; Rooms its rooms (re-claimed on
+	// every heartbeat, so that a Redis that lost its data is repaired).
+	Load  func() Load
+	Rooms func() []string
+}
+
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
+
+// Validate fills defaults and names the first bad key.
+func (c *Config) Validate() error {
+	if c.Addr == "" {
+		return fmt.Errorf("%w: redis.addr is empty", ErrBadConfig)
+	}
+	if c.DB < 0 {
+		return fmt.Errorf("%w: redis.db must not be negative", ErrBadConfig)
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		if !nodeIDPattern.MatchString(host) || len(host) > 40 {
+			host = "node"
+		}
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		c.NodeID = host + "-" + hex.EncodeToString(b[:])
+	}
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		return fmt.Errorf("%w: cluster.node_id %q: use 1-64 letters, digits, '.', '_' or '-'", ErrBadConfig, c.NodeID)
+	}
+	if c.Heartbeat < 0 || c.NodeTTL < 0 || c.MaxTracks < 0 || c.MaxCPU < 0 || c.MaxCPU > 1 {
+		return fmt.Errorf("%w: cluster.heartbeat, node_ttl and max_tracks must not be negative, max_cpu must be in [0, 1]", ErrBadConfig)
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = time.Second
+	}
+	if c.NodeTTL == 0 {
+		c.NodeTTL = 5 * time.Second
+	}
+	if c.NodeTTL < 2*c.Heartbeat {
+		return fmt.Errorf("%w: cluster.node_ttl (%s) must be at least twice cluster.heartbeat (%s)", ErrBadConfig, c.NodeTTL, c.Heartbeat)
+	}
+	if c.MaxCPU == 0 {
+		c.MaxCPU = 0.9
+	}
+	return nil
+}

@@ -1,0 +1,417 @@
+// Package cluster lets several Parley nodes share rooms through Redis: a
+// registry of live nodes with a heartbeat, the placement of each room on
+// one node, and pipes that carry a participant's signaling from the node
+// that holds its WebSocket to the node that holds its room
+// (docs/scaling.md).
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Load is what a node reports of itself.
+type Load struct {
+	Rooms        int `json:"rooms"`
+	Participants int `json:"participants"`
+	Tracks       int `json:"tracks"` // forwarded (subscribed) tracks
+}
+
+// NodeInfo is one node as registered.
+type NodeInfo struct {
+	ID          string   `json:"id"`
+	URL         string   `json:"url,omitempty"`
+	PublicAddrs []string `json:"public_addrs,omitempty"`
+	Started     int64    `json:"started"`   // unix milliseconds
+	Heartbeat   int64    `json:"heartbeat"` // unix milliseconds
+	CPU         float64  `json:"cpu"`       // share of all cores, 0-1
+	MaxTracks   int      `json:"max_tracks,omitempty"`
+	MaxCPU      float64  `json:"max_cpu"`
+	Draining    bool     `json:"draining,omitempty"`
+	PlacedRooms int      `json:"placed_rooms"` // rooms Redis places on it
+	Load
+}
+
+// full reports whether the node takes no new rooms.
+func (i *NodeInfo) full() bool {
+	return i.Draining || (i.MaxCPU > 0 && i.CPU >= i.MaxCPU) || (i.MaxTracks > 0 && i.Tracks >= i.MaxTracks)
+}
+
+// score orders candidates: forwarded tracks, and rooms (placed ones count
+// at once, before their participants bring tracks).
+func (i *NodeInfo) score() int { return i.Tracks + 5*max(i.PlacedRooms, i.Rooms) }
+
+const prefix = "parley:"
+
+func nodeKey(id string) string      { return prefix + "node:" + id }
+func nodeRoomsKey(id string) string { return prefix + "node-rooms:" + id }
+func roomKey(room string) string    { return prefix + "room:" + room }
+func pipeChannel(id string) string  { return prefix + "pipe:" + id }
+
+const nodesKey = prefix + "nodes"
+
+// Node is this server's membership of the cluster.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	rdb     *redis.Client
+	started time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	health    error                // nil while Redis answers
+	lastSeen  map[string]time.Time // peers, as last read from the registry
+	nodes     []NodeInfo           // the registry as last read
+	draining  bool
+	pipes     map[string]*Pipe
+	accept    func(*Pipe)
+	closed    bool
+	contacted bool // Redis answered once
+	cpu       cpuMeter
+	releaseCh chan string
+	onHealth  []func(error)
+}
+
+// New connects to Redis and registers the node. A Redis that does not
+// answer yet is not an error: the node keeps trying, Healthy says why it
+// is not ready, and joins that need Redis fail until it answers.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	opts := &redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
+		MaxRetries: 1, MinRetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond}
+	if cfg.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), rdb: redis.NewClient(opts), started: time.Now(),
+		ctx: ctx, cancel: cancel, lastSeen: map[string]time.Time{}, pipes: map[string]*Pipe{},
+		releaseCh: make(chan string, 1024), health: fmt.Errorf("%w: not contacted yet", ErrUnavailable)}
+	n.cpu.sample()
+	n.beat() // register before the first join, if Redis answers
+	n.wg.Add(3)
+	go n.heartbeatLoop()
+	go n.releaseLoop()
+	go n.pipeLoop()
+	return n, nil
+}
+
+// ID is this node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Redis is the shared client, for the other parts that keep state there.
+func (n *Node) Redis() *redis.Client { return n.rdb }
+
+// Healthy is nil while Redis answers, or why the node cannot use it.
+func (n *Node) Healthy() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.health
+}
+
+// OnHealth calls f (on the heartbeat goroutine) whenever Redis becomes
+// reachable (nil) or unreachable again.
+func (n *Node) OnHealth(f func(error)) {
+	n.mu.Lock()
+	n.onHealth = append(n.onHealth, f)
+	n.mu.Unlock()
+}
+
+// SetDraining takes the node out of placement (it keeps its rooms until
+// ReleaseAll).
+func (n *Node) SetDraining(on bool) {
+	n.mu.Lock()
+	n.draining = on
+	n.mu.Unlock()
+	n.beat()
+}
+
+// Nodes is the registry as last read (live nodes only).
+func (n *Node) Nodes() []NodeInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]NodeInfo(nil), n.nodes...)
+}
+
+// Node returns a live node of the last registry read.
+func (n *Node) Node(id string) (NodeInfo, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, i := range n.nodes {
+		if i.ID == id {
+			return i, true
+		}
+	}
+	return NodeInfo{}, false
+}
+
+// Close leaves the cluster: the node's rooms are released, its
+// registration removed, its pipes closed.
+func (n *Node) Close() {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.closed = true
+	pipes := make([]*Pipe, 0, len(n.pipes))
+	for _, p := range n.pipes {
+		pipes = append(pipes, p)
+	}
+	n.mu.Unlock()
+	for _, p := range pipes {
+		p.Close(1001, "server_shutdown")
+	}
+	n.cancel()
+	n.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n.releaseAll(ctx)
+	pipe := n.rdb.TxPipeline()
+	pipe.Del(ctx, nodeKey(n.ID()), nodeRoomsKey(n.ID()))
+	pipe.SRem(ctx, nodesKey, n.ID())
+	if _, err := pipe.Exec(ctx); err != nil {
+		n.log.Warn("could not remove this node from the registry; it expires by itself", "err", err, "within", n.cfg.NodeTTL)
+	}
+	_ = n.rdb.Close()
+}
+
+func (n *Node) heartbeatLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			n.beat()
+		}
+	}
+}
+
+// beat renews the registration, re-claims the node's rooms (a Redis that
+// restarted empty forgot them), reads the registry and ends the pipes of
+// peers that died.
+func (n *Node) beat() {
+	ctx, cancel := context.WithTimeout(n.ctx, max(n.cfg.Heartbeat, time.Second))
+	defer cancel()
+	err := n.register(ctx)
+	var nodes []NodeInfo
+	if err == nil {
+		nodes, err = n.readRegistry(ctx)
+	}
+	now := time.Now()
+	n.mu.Lock()
+	was := n.health
+	if err != nil {
+		if !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: redis %s: %v", ErrUnavailable, n.cfg.Addr, err)
+		}
+		n.health = err
+	} else {
+		n.health = nil
+		if was != nil {
+			// Peers could not be seen while Redis was away: give them a
+			// full TTL to show up again before calling them dead.
+			for id := range n.lastSeen {
+				n.lastSeen[id] = now
+			}
+		}
+		n.nodes = nodes
+		for _, i := range nodes {
+			n.lastSeen[i.ID] = now
+		}
+		for id, seen := range n.lastSeen {
+			if now.Sub(seen) > 10*n.cfg.NodeTTL {
+				delete(n.lastSeen, id)
+			}
+		}
+	}
+	hooks := n.onHealth
+	contacted := n.contacted
+	if err == nil {
+		n.contacted = true
+	}
+	var dead []*Pipe
+	if err == nil {
+		for _, p := range n.pipes {
+			if n.deadLocked(p.peer, p.created, now) {
+				dead = append(dead, p)
+			}
+		}
+	}
+	n.mu.Unlock()
+	switch {
+	case err != nil && was == nil:
+		n.log.Error("Redis is unreachable: calls in progress go on, new rooms cannot be placed until it answers", "err", err)
+	case err == nil && was != nil && contacted:
+		n.log.Info("Redis answers again")
+	}
+	if (err == nil) != (was == nil) {
+		for _, h := range hooks {
+			h(err)
+		}
+	}
+	for _, p := range dead {
+		n.log.Warn("peer node stopped; ending the sessions it carried", "peer", p.peer)
+		p.remoteClose(CloseNodeFailed, "node_failed")
+	}
+}
+
+// deadLocked reports whether a peer has been missing from the registry
+// for longer than NodeTTL (since since, for a peer never seen).
+func (n *Node) deadLocked(id string, since, now time.Time) bool {
+	if id == n.ID() {
+		return false
+	}
+	seen, ok := n.lastSeen[id]
+	if !ok || seen.Before(since) {
+		seen = since
+	}
+	return now.Sub(seen) > n.cfg.NodeTTL
+}
+
+func (n *Node) info() NodeInfo {
+	n.mu.Lock()
+	draining := n.draining
+	cpu := n.cpu.sample()
+	n.mu.Unlock()
+	i := NodeInfo{ID: n.ID(), URL: n.cfg.AdvertiseURL, PublicAddrs: n.cfg.PublicAddrs, Started: n.started.UnixMilli(),
+		Heartbeat: time.Now().UnixMilli(), CPU: cpu, MaxTracks: n.cfg.MaxTracks, MaxCPU: n.cfg.MaxCPU, Draining: draining}
+	if n.cfg.Load != nil {
+		i.Load = n.cfg.Load()
+	}
+	return i
+}
+
+func (n *Node) register(ctx context.Context) error {
+	data, _ := json.Marshal(n.info())
+	var rooms []string
+	n.mu.Lock()
+	draining := n.draining
+	n.mu.Unlock()
+	if n.cfg.Rooms != nil && !draining {
+		rooms = n.cfg.Rooms()
+	}
+	pipe := n.rdb.Pipeline()
+	pipe.Set(ctx, nodeKey(n.ID()), data, n.cfg.NodeTTL)
+	pipe.SAdd(ctx, nodesKey, n.ID())
+	claims := make([]*redis.BoolCmd, len(rooms))
+	for i, r := range rooms {
+		claims[i] = pipe.SetNX(ctx, roomKey(r), n.ID(), 0)
+		pipe.SAdd(ctx, nodeRoomsKey(n.ID()), r)
+	}
+	_, err := pipe.Exec(ctx)
+	for i, c := range claims {
+		if ok, _ := c.Result(); ok {
+			n.log.Info("room re-claimed in Redis (it had forgotten it)", "room", rooms[i])
+		}
+	}
+	return err
+}
+
+// readRegistry reads every live node, with the rooms placed on it, and
+// releases the rooms of nodes whose registration expired.
+func (n *Node) readRegistry(ctx context.Context) ([]NodeInfo, error) {
+	ids, err := n.rdb.SMembers(ctx, nodesKey).Result()
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(ids)
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = nodeKey(id)
+	}
+	var vals []any
+	if len(keys) > 0 {
+		if vals, err = n.rdb.MGet(ctx, keys...).Result(); err != nil {
+			return nil, err
+		}
+	}
+	pipe := n.rdb.Pipeline()
+	var nodes []NodeInfo
+	var counts []*redis.IntCmd
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			n.releaseDead(ctx, ids[i])
+			continue
+		}
+		var info NodeInfo
+		if json.Unmarshal([]byte(s), &info) != nil {
+			continue
+		}
+		nodes = append(nodes, info)
+		counts = append(counts, pipe.SCard(ctx, nodeRoomsKey(info.ID)))
+	}
+	if len(counts) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for i := range nodes {
+		nodes[i].PlacedRooms = int(counts[i].Val())
+	}
+	return nodes, nil
+}
+
+// releaseDead frees the rooms of a node whose registration expired, so
+// that the next join places them on a live node.
+func (n *Node) releaseDead(ctx context.Context, id string) {
+	rooms, err := n.rdb.SMembers(ctx, nodeRoomsKey(id)).Result()
+	if err != nil {
+		return
+	}
+	for _, r := range rooms {
+		if released, _ := releaseScript.Run(ctx, n.rdb, []string{roomKey(r), nodeRoomsKey(id)}, id, r).Int(); released == 1 {
+			n.log.Info("room released: its node stopped", "room", r, "dead_node", id)
+		}
+	}
+	n.rdb.Del(ctx, nodeRoomsKey(id))
+	n.rdb.SRem(ctx, nodesKey, id)
+}
+
+// cpuMeter measures the process's share of all cores between samples.
+type cpuMeter struct {
+	at    time.Time
+	used  time.Duration
+	share float64
+}
+
+func (m *cpuMeter) sample() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return m.share
+	}
+	used := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	now := time.Now()
+	if !m.at.IsZero() {
+		if wall := now.Sub(m.at); wall >= 200*time.Millisecond {
+			m.share = float64(used-m.used) / float64(wall) / float64(runtime.NumCPU())
+			m.at, m.used = now, used
+		}
+		return m.share
+	}
+	m.at, m.used = now, used
+	return 0
+}
