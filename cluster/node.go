@@ -415,3 +415,18 @@ func (m *cpuMeter) sample() float64 {
 	m.at, m.used = now, used
 	return 0
 }
+
+// SharedSecret returns the cluster-wide value of name, storing fallback
+// when it has none yet (the development-mode token key, so that a token
+// minted by one node is good on all).
+func (n *Node) SharedSecret(ctx context.Context, name, fallback string) (string, error) {
+	key := prefix + "secret:" + name
+	if err := n.rdb.SetNX(ctx, key, fallback, 0).Err(); err != nil {
+		return fallback, n.unavailable(err)
+	}
+	v, err := n.rdb.Get(ctx, key).Result()
+	if err != nil {
+		return fallback, n.unavailable(err)
+	}
+	return v, nil
+}

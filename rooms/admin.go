@@ -337,3 +337,23 @@ func (m *Manager) WaitEmpty(ctx context.Context) error {
 		}
 	}
 }
+
+// MoveAll tells every participant its room moves to another node (they
+// get Closed{Reason: "room_moved"} and join again: several nodes drain so)
+// and ends their sessions here.
+func (m *Manager) MoveAll() {
+	m.mu.Lock()
+	var all []*Participant
+	for _, r := range m.rooms {
+		r.mu.Lock()
+		for _, p := range r.parts {
+			all = append(all, p)
+		}
+		r.mu.Unlock()
+	}
+	m.mu.Unlock()
+	for _, p := range all {
+		p.sink.Send(Closed{Reason: "room_moved"})
+		p.leave("room_moved")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-rtc/parley/cluster"
 	"github.com/parley-rtc/parley/limit"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
@@ -39,7 +40,8 @@ type inbound struct {
 // Room events arrive through Send, which never blocks.
 type conn struct {
 	s      *Server
-	ws     *websocket.Conn
+	ws     socket
+	remote string
 	log    *slog.Logger
 	in     chan inbound
 	out    chan outMsg
@@ -60,11 +62,31 @@ type conn struct {
 	limit    *limit.Window
 	kick     chan struct{} // another socket resumed the session
 	kickOnce sync.Once
+
+	// Several nodes (forward.go): relayed is a session whose socket is
+	// held by another node; fwd the pipe of a socket this node holds for
+	// a room another node holds, and frame the client message in hand.
+	relayed bool
+	fwd     *cluster.Pipe
+	frame   []byte
 }
 
-func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
+// socket is the client side of a session: a WebSocket, or a pipe from
+// the node that holds the WebSocket (pipeSocket).
+type socket interface {
+	SetReadLimit(limit int64)
+	SetReadDeadline(t time.Time) error
+	SetPongHandler(h func(string) error)
+	ReadMessage() (messageType int, p []byte, err error)
+	SetWriteDeadline(t time.Time) error
+	WriteMessage(messageType int, data []byte) error
+	WriteControl(messageType int, data []byte, deadline time.Time) error
+	Close() error
+}
+
+func newConn(s *Server, ws socket, remote string) *conn {
 	return &conn{
-		s: s, ws: ws, log: s.log.With("remote", remote),
+		s: s, ws: ws, remote: remote, log: s.log.With("remote", remote),
 		in: make(chan inbound), out: make(chan outMsg, outQueueLen),
 		done: make(chan struct{}), wdone: make(chan struct{}), stop: make(chan struct{}),
 		evNotify: make(chan struct{}, 1), kick: make(chan struct{}),
@@ -101,16 +123,36 @@ func (c *conn) run() {
 	joinTimer := time.NewTimer(joinTimeout)
 	defer joinTimer.Stop()
 	for !c.finished {
+		var fwd <-chan []byte
+		if c.fwd != nil {
+			fwd = c.fwd.Recv()
+		}
 		select {
 		case in := <-c.in:
 			if in.err != nil {
 				c.readFailed(in.err)
 				continue
 			}
+			if c.fwd != nil {
+				c.forwardIn(in.data)
+				continue
+			}
 			c.handle(in.data)
+		case data, ok := <-fwd:
+			c.forwardOut(data, ok)
 		case <-c.evNotify:
 			c.drainEvents()
 		case <-c.stop:
+			if c.fwd != nil {
+				c.forwardShutdown()
+				continue
+			}
+			if c.s.cfg.Cluster != nil {
+				// Another node takes the room: join again there.
+				c.send(TypeLeave, Leave{Reason: "room_moved"})
+				c.finish("room_moved", websocket.CloseServiceRestart, "room_moved")
+				continue
+			}
 			c.send(TypeLeave, Leave{Reason: "server_shutdown"})
 			c.finish("server_shutdown", websocket.CloseGoingAway, "server shutting down")
 		case <-c.kick:
@@ -118,7 +160,7 @@ func (c *conn) run() {
 			c.part, c.sess = nil, nil
 			c.finish("", closeResumedElsewhere, "resumed elsewhere")
 		case <-joinTimer.C:
-			if c.part == nil {
+			if c.part == nil && c.fwd == nil {
 				c.fail(CodeNotJoined, "no join message within 10 seconds", websocket.ClosePolicyViolation)
 			}
 		}
@@ -236,6 +278,10 @@ func (c *conn) finish(reason string, closeCode int, closeText string) {
 }
 
 func (c *conn) readFailed(err error) {
+	if c.fwd != nil {
+		c.forwardFailed(err)
+		return
+	}
 	var ce *websocket.CloseError
 	tooBig := errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig || errors.Is(err, websocket.ErrReadLimit)
 	if tooBig {
@@ -317,6 +363,7 @@ func parseMessage(data []byte) (string, any, error) {
 var errUnknownType = errors.New("unknown type")
 
 func (c *conn) handle(data []byte) {
+	c.frame = data
 	typ, payload, err := parseMessage(data)
 	if c.part != nil && typ != TypePong {
 		if ok, wait := c.limit.Allow(time.Now()); !ok {
@@ -455,6 +502,9 @@ func (c *conn) join(j *Join) {
 		c.fail(CodeRoomMismatch, fmt.Sprintf("the token is for room %q, not %q", claims.Room, j.Room), websocket.ClosePolicyViolation)
 		return
 	}
+	if c.s.cfg.Cluster != nil && !c.placeHere(claims.Room) {
+		return
+	}
 	name := claims.Name
 	if name == "" {
 		name = claims.Subject
@@ -476,6 +526,9 @@ func (c *conn) join(j *Join) {
 func (c *conn) resume(r *Resume) {
 	if r.Protocol != ProtocolVersion {
 		c.fail(CodeUnsupportedProtocol, fmt.Sprintf("this server speaks protocol %d, the client asked for %d: update the client", ProtocolVersion, r.Protocol), websocket.ClosePolicyViolation)
+		return
+	}
+	if c.s.cfg.Cluster != nil && !c.resumeHere(r.Token) {
 		return
 	}
 	sess, old := c.s.resumeSession(r.Token, c)
@@ -567,7 +620,7 @@ func (c *conn) deliver(ev any) {
 		c.send(TypeCandidate, Candidate{Target: e.Target, Candidate: &raw})
 	case rooms.Closed:
 		switch e.Reason {
-		case "duplicate_identity", "server_shutdown", "removed", "room_closed":
+		case "duplicate_identity", "server_shutdown", "removed", "room_closed", "room_moved":
 			c.send(TypeLeave, Leave{Reason: e.Reason})
 		default:
 			code := CodeInternal

@@ -30,4 +30,9 @@ const (
 	CodeRateLimited         = "rate_limited"
 	CodeResumeFailed        = "resume_failed"
 	CodeInternal            = "internal"
+	// Several nodes (docs/scaling.md).
+	CodeClusterUnavailable = "cluster_unavailable" // Redis does not answer: retry in a few seconds
+	CodeNoNode             = "no_node_available"   // every node is full or draining
+	CodeNodeUnavailable    = "node_unavailable"    // the room's node does not answer yet: retry in a few seconds
+	CodeRoomMoved          = "room_moved"          // the room's node stopped or drains: join again
 )

@@ -96,7 +96,13 @@ func newResumeToken() string {
 
 // addSession registers the session of a participant that just joined on c.
 func (s *Server) addSession(part *rooms.Participant, rl *relay, c *conn) *session {
-	sess := &session{token: newResumeToken(), part: part, relay: rl, conn: c}
+	token := newResumeToken()
+	if s.cfg.Cluster != nil {
+		// The node that holds the session, for a socket that resumes it
+		// on another node (forward.go).
+		token = s.cfg.Cluster.ID() + tokenNodeSep + token
+	}
+	sess := &session{token: token, part: part, relay: rl, conn: c}
 	s.mu.Lock()
 	s.sessions[sess.token] = sess
 	s.mu.Unlock()

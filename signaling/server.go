@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/parley-rtc/parley/cluster"
 	"github.com/parley-rtc/parley/rooms"
 )
 
@@ -48,6 +49,13 @@ type Config struct {
 	MaxConnectionsPerIP int
 	RateLimit           int
 	RateWindow          time.Duration
+	// Cluster, when set, places each room on one node of several and
+	// relays the signaling of sockets held here for rooms held elsewhere
+	// (docs/scaling.md).
+	Cluster *cluster.Node
+	// DevSecret, in development mode, is the secret of the dev-token key
+	// (shared by the nodes of a cluster); random when empty.
+	DevSecret string
 }
 
 // Validate fills defaults and names the first bad key.
@@ -134,7 +142,11 @@ func NewServer(cfg Config, mgr *rooms.Manager, log *slog.Logger) (*Server, error
 		_, _ = rand.Read(b[:])
 		s.dev = true
 		s.devKey = "dev"
-		s.cfg.Keys = map[string]string{s.devKey: base64.RawURLEncoding.EncodeToString(b[:])}
+		secret := cfg.DevSecret
+		if secret == "" {
+			secret = base64.RawURLEncoding.EncodeToString(b[:])
+		}
+		s.cfg.Keys = map[string]string{s.devKey: secret}
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,

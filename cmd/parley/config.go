@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/parley-rtc/parley/cluster"
 	"github.com/parley-rtc/parley/events"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
@@ -99,6 +100,21 @@ type Config struct {
 		URLs  []string `yaml:"urls" usage:"URLs that receive every room event as a signed POST"`
 		Queue int      `yaml:"queue" usage:"events waiting per webhook URL; the oldest is dropped beyond"`
 	} `yaml:"webhooks"`
+	Redis struct {
+		Addr     string `yaml:"addr" usage:"Redis host:port shared by every node of a cluster (empty = a single node)"`
+		Username string `yaml:"username" usage:"Redis ACL user (empty = default)"`
+		Password string `yaml:"password" usage:"Redis password"`
+		DB       int    `yaml:"db" usage:"Redis database number"`
+		TLS      bool   `yaml:"tls" usage:"connect to Redis over TLS"`
+	} `yaml:"redis"`
+	Cluster struct {
+		NodeID       string        `yaml:"node_id" usage:"this node's name in the cluster (default: host name and a random suffix)"`
+		AdvertiseURL string        `yaml:"advertise_url" usage:"URL the other nodes reach this node's HTTP server at (default: http://<http.listen host, or 127.0.0.1>:<port>)"`
+		Heartbeat    time.Duration `yaml:"heartbeat" usage:"how often the node renews its registration in Redis"`
+		NodeTTL      time.Duration `yaml:"node_ttl" usage:"a node silent this long is dead: its rooms are placed again"`
+		MaxTracks    int           `yaml:"max_tracks" usage:"forwarded tracks beyond which the node takes no new rooms (0 = no limit)"`
+		MaxCPU       float64       `yaml:"max_cpu" usage:"share of the node's CPU (0-1) beyond which it takes no new rooms"`
+	} `yaml:"cluster"`
 	Keys map[string]string `yaml:"keys" usage:"API key -> secret (at least 32 characters); empty = development mode"`
 	Log  struct {
 		Level  string `yaml:"level" usage:"debug, info, warn or error"`
@@ -151,6 +167,9 @@ func defaults() Config {
 	c.DrainTimeout = 10 * time.Minute
 	c.Metrics.Listen = "127.0.0.1:7889"
 	c.Webhooks.Queue = 1000
+	c.Cluster.Heartbeat = time.Second
+	c.Cluster.NodeTTL = 5 * time.Second
+	c.Cluster.MaxCPU = 0.9
 	return c
 }
 
@@ -462,6 +481,26 @@ func (c *Config) webhookConfig() events.WebhookConfig {
 	return events.WebhookConfig{URLs: c.Webhooks.URLs, Queue: c.Webhooks.Queue}
 }
 
+// clusterConfig leaves Load and Rooms to serve; httpAddr is where the HTTP
+// server listens (nil before it does).
+func (c *Config) clusterConfig(httpAddr net.Addr) cluster.Config {
+	cc := cluster.Config{Addr: c.Redis.Addr, Username: c.Redis.Username, Password: c.Redis.Password, DB: c.Redis.DB,
+		TLS: c.Redis.TLS, NodeID: c.Cluster.NodeID, AdvertiseURL: c.Cluster.AdvertiseURL, PublicAddrs: c.RTC.PublicIPs,
+		Heartbeat: c.Cluster.Heartbeat, NodeTTL: c.Cluster.NodeTTL, MaxTracks: c.Cluster.MaxTracks, MaxCPU: c.Cluster.MaxCPU}
+	if cc.AdvertiseURL == "" && httpAddr != nil {
+		scheme := "http"
+		if c.HTTP.TLSCert != "" {
+			scheme = "https"
+		}
+		host, _, _ := net.SplitHostPort(c.HTTP.Listen)
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		cc.AdvertiseURL = scheme + "://" + net.JoinHostPort(host, strconv.Itoa(httpAddr.(*net.TCPAddr).Port))
+	}
+	return cc
+}
+
 func (c *Config) turnConfig() turn.Config {
 	t := c.TURN
 	return turn.Config{Enabled: t.Enabled, Realm: "parley", Host: t.Host, PublicIP: t.PublicIP, ListenIP: t.ListenIP,
@@ -550,6 +589,15 @@ func (c *Config) Validate() error {
 	}
 	if len(c.TURN.ExternalURLs) > 0 && len(c.TURN.Secret) < 32 {
 		return fmt.Errorf("%w: turn.secret: turn.external_urls needs coturn's static-auth-secret here (at least 32 characters)", errConfig)
+	}
+	if c.Redis.Addr != "" {
+		cc := c.clusterConfig(nil)
+		if err := cc.Validate(); err != nil {
+			return fmt.Errorf("%w: %s", errConfig, strings.TrimPrefix(err.Error(), cluster.ErrBadConfig.Error()+": "))
+		}
+		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {
+			return fmt.Errorf("%w: redis.addr: %q is not host:port (e.g. 127.0.0.1:6379)", errConfig, c.Redis.Addr)
+		}
 	}
 	// What the packages check themselves (on copies: their Validate fills
 	// defaults). Their messages already name the key.

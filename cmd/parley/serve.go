@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/admin"
+	"github.com/parley-rtc/parley/cluster"
 	"github.com/parley-rtc/parley/events"
 	"github.com/parley-rtc/parley/metrics"
 	"github.com/parley-rtc/parley/rooms"
@@ -85,12 +88,53 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 
 	bus := events.NewBus(0)
 	rcfg := cfg.roomsConfig()
-	rcfg.Events = bus.Publish
+	var node *cluster.Node
+	rcfg.Events = func(ev rooms.Event) {
+		bus.Publish(ev)
+		if node != nil && ev.Type == rooms.EventRoomFinished {
+			node.Release(ev.Room)
+		}
+	}
 	mgr := rooms.NewManager(rcfg, engine, log.With("part", "rooms"))
 	closers = append(closers, mgr.Close)
+
+	// The HTTP listener first: a node registers the URL it serves at.
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w (is another server using the port?)", cfg.HTTP.Listen, err)
+	}
+	closers = append(closers, func() { _ = ln.Close() })
+	if cfg.Redis.Addr != "" {
+		ccfg := cfg.clusterConfig(ln.Addr())
+		ccfg.Load = func() cluster.Load {
+			s := mgr.Stats()
+			return cluster.Load{Rooms: s.Rooms, Participants: s.Participants, Tracks: s.SubscribedTracks}
+		}
+		ccfg.Rooms = mgr.Rooms
+		if node, err = cluster.New(ccfg, log.With("part", "cluster")); err != nil {
+			return err
+		}
+		closers = append(closers, node.Close)
+		scfg.Cluster = node
+		if len(scfg.Keys) == 0 {
+			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			scfg.DevSecret, err = node.SharedSecret(ctx, "dev-token", randomSecret())
+			cancel()
+			if err != nil {
+				log.Warn("Redis does not answer: this node's development tokens are good on this node only", "err", err)
+			}
+		}
+		if err := node.Healthy(); err != nil {
+			log.Error("Redis does not answer yet; the node keeps trying (see /readyz)", "err", err)
+		}
+		log.Info("cluster node", "id", node.ID(), "redis", cfg.Redis.Addr)
+	}
 	sig, err := signaling.NewServer(scfg, mgr, log.With("part", "signaling"))
 	if err != nil {
 		return err
+	}
+	if node != nil {
+		node.OnPipe(sig.ServePipe)
 	}
 	var hooks *events.Webhooks
 	if len(cfg.Webhooks.URLs) > 0 {
@@ -117,6 +161,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
+		if node != nil {
+			if err := node.Healthy(); err != nil {
+				http.Error(w, fmt.Sprintf("not ready: %v (calls in progress go on; new rooms need Redis)", err), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	if sig.DevMode() {
@@ -140,10 +190,6 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		ms := &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = ms.Serve(mln) }()
 		closers = append(closers, func() { _ = ms.Close() })
-	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		return fmt.Errorf("http.listen %s: %w (is another server using the port?)", cfg.HTTP.Listen, err)
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -184,6 +230,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 	case <-drain:
 		log.Info("draining: no new participants; waiting for the rooms to empty", "timeout", cfg.DrainTimeout)
 		mgr.Drain()
+		if node != nil {
+			// Other nodes take the rooms: participants join again there.
+			node.SetDraining(true)
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			node.ReleaseAll(rctx)
+			cancel()
+			mgr.MoveAll()
+		}
 		dctx, cancel := context.WithTimeout(ctx, cfg.DrainTimeout)
 		if err := mgr.WaitEmpty(dctx); err != nil {
 			log.Info("draining ended before the rooms emptied", "why", context.Cause(dctx), "rooms", len(mgr.Rooms()))
@@ -202,6 +256,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 	list := closers
 	closers = nil
 	done := make(chan struct{})
+	if node != nil {
+		// Out of placement before the participants are told to move.
+		node.SetDraining(true)
+		rctx, cancel := context.WithTimeout(sctx, 3*time.Second)
+		node.ReleaseAll(rctx)
+		cancel()
+	}
 	go func() {
 		defer close(done)
 		api.Close() // event streams end, so the HTTP shutdown need not wait for them
@@ -250,4 +311,10 @@ func newLogger(cfg Config) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func randomSecret() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
