@@ -80,7 +80,8 @@ type Node struct {
 	pipes     map[string]*Pipe
 	accept    func(*Pipe)
 	closed    bool
-	contacted bool // Redis answered once
+	contacted bool      // Redis answered once
+	recovered time.Time // when Redis last answered again after an outage
 	cpu       cpuMeter
 	releaseCh chan string
 	onHealth  []func(error)
@@ -107,11 +108,17 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		ctx: ctx, cancel: cancel, lastSeen: map[string]time.Time{}, pipes: map[string]*Pipe{},
 		releaseCh: make(chan string, 1024), health: fmt.Errorf("%w: not contacted yet", ErrUnavailable)}
 	n.cpu.sample()
+	quietRedisLog(log)
+	// Subscribed before registering: a node in the registry listens.
+	sub := n.rdb.Subscribe(ctx, pipeChannel(n.ID()))
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	_, _ = sub.Receive(sctx) // the confirmation; without Redis, go-redis subscribes later
+	scancel()
 	n.beat() // register before the first join, if Redis answers
 	n.wg.Add(3)
 	go n.heartbeatLoop()
 	go n.releaseLoop()
-	go n.pipeLoop()
+	go n.pipeLoop(sub)
 	return n, nil
 }
 
@@ -233,9 +240,7 @@ func (n *Node) beat() {
 		if was != nil {
 			// Peers could not be seen while Redis was away: give them a
 			// full TTL to show up again before calling them dead.
-			for id := range n.lastSeen {
-				n.lastSeen[id] = now
-			}
+			n.recovered = now
 		}
 		n.nodes = nodes
 		for _, i := range nodes {
@@ -284,9 +289,12 @@ func (n *Node) deadLocked(id string, since, now time.Time) bool {
 	if id == n.ID() {
 		return false
 	}
-	seen, ok := n.lastSeen[id]
-	if !ok || seen.Before(since) {
+	seen := n.lastSeen[id]
+	if seen.Before(since) {
 		seen = since
+	}
+	if seen.Before(n.recovered) {
+		seen = n.recovered
 	}
 	return now.Sub(seen) > n.cfg.NodeTTL
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Close codes a pipe ends with besides the WebSocket ones it carries.
@@ -197,9 +199,8 @@ func (n *Node) publish(peer string, f frame) error {
 
 // pipeLoop receives this node's frames and routes them to their pipes.
 // go-redis resubscribes by itself after Redis comes back.
-func (n *Node) pipeLoop() {
+func (n *Node) pipeLoop(sub *redis.PubSub) {
 	defer n.wg.Done()
-	sub := n.rdb.Subscribe(n.ctx, pipeChannel(n.ID()))
 	defer sub.Close()
 	ch := sub.Channel(redisChannelOptions()...)
 	for {

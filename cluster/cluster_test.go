@@ -1,0 +1,294 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parley-rtc/parley/internal/redistest"
+)
+
+func testLog() *slog.Logger {
+	if os.Getenv("PARLEY_TEST_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testNode is a node with fast heartbeats and a settable load.
+type testNode struct {
+	*Node
+	tracks atomic.Int64
+	mu     sync.Mutex
+	rooms  []string
+}
+
+func newTestNode(t *testing.T, addr, id string) *testNode {
+	t.Helper()
+	tn := &testNode{}
+	n, err := New(Config{Addr: addr, NodeID: id, Heartbeat: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond,
+		Load:  func() Load { return Load{Tracks: int(tn.tracks.Load())} },
+		Rooms: func() []string { tn.mu.Lock(); defer tn.mu.Unlock(); return append([]string(nil), tn.rooms...) }}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.Node = n
+	t.Cleanup(n.Close)
+	if err := n.Healthy(); err != nil {
+		t.Fatalf("node %s: %v", id, err)
+	}
+	return tn
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func eventually(t *testing.T, what string, within time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestPlacementSpreadsByLoad(t *testing.T) {
+	r := redistest.Start(t)
+	a, b, c := newTestNode(t, r.Addr(), "a"), newTestNode(t, r.Addr(), "b"), newTestNode(t, r.Addr(), "c")
+	// Nine rooms placed one after another, from different nodes, before
+	// any heartbeat reports their load: placed rooms count at once.
+	counts := map[string]int{}
+	for i := range 9 {
+		from := []*testNode{a, b, c}[i%3]
+		owner, err := from.Place(ctx(t), fmt.Sprintf("room-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[owner]++
+	}
+	if counts["a"] != 3 || counts["b"] != 3 || counts["c"] != 3 {
+		t.Fatalf("9 rooms on 3 idle nodes: %v, want 3 each", counts)
+	}
+	// Placement is sticky: any node finds the same owner.
+	o1, _ := a.Place(ctx(t), "room-4")
+	o2, _ := c.Place(ctx(t), "room-4")
+	if o1 != o2 {
+		t.Fatalf("room-4 placed on %s by a and %s by c", o1, o2)
+	}
+	// A node carrying many tracks gets no new room while others are light.
+	b.tracks.Store(100)
+	eventually(t, "b's load in the registry", 2*time.Second, func() bool {
+		i, ok := a.Node.Node("b")
+		return ok && i.Tracks == 100
+	})
+	for i := range 4 {
+		owner, err := a.Place(ctx(t), fmt.Sprintf("busy-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner == "b" {
+			t.Fatalf("busy-%d placed on b, which forwards 100 tracks", i)
+		}
+	}
+	// Released rooms are placed again.
+	a.Release("room-0")
+	eventually(t, "room-0 released", 2*time.Second, func() bool {
+		o, err := b.Owner(ctx(t), "room-0")
+		return err == nil && o == ""
+	})
+}
+
+func TestPlacementLimitsAndDraining(t *testing.T) {
+	r := redistest.Start(t)
+	a := newTestNode(t, r.Addr(), "a")
+	b, err := New(Config{Addr: r.Addr(), NodeID: "b", Heartbeat: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond,
+		MaxTracks: 10, Load: func() Load { return Load{Tracks: 10} }}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := range 3 {
+		if owner, err := b.Place(ctx(t), fmt.Sprintf("r%d", i)); err != nil || owner != "a" {
+			t.Fatalf("b is at max_tracks: room placed on %q (%v), want a", owner, err)
+		}
+	}
+	a.SetDraining(true)
+	_, err = b.Place(ctx(t), "new")
+	if !errors.Is(err, ErrNoNode) {
+		t.Fatalf("a draining, b full: %v, want ErrNoNode", err)
+	}
+	// A room already placed keeps its node while the node drains.
+	if owner, err := b.Place(ctx(t), "r0"); err != nil || owner != "a" {
+		t.Fatalf("r0: %q %v", owner, err)
+	}
+	a.ReleaseAll(ctx(t))
+	if owner, _ := b.Owner(ctx(t), "r0"); owner != "" {
+		t.Fatalf("r0 still on %q after ReleaseAll", owner)
+	}
+}
+
+func TestPipeCarriesFramesInOrder(t *testing.T) {
+	r := redistest.Start(t)
+	edge, room := newTestNode(t, r.Addr(), "edge"), newTestNode(t, r.Addr(), "room")
+	accepted := make(chan *Pipe, 1)
+	room.OnPipe(func(p *Pipe) { accepted <- p })
+	p, err := edge.Dial(ctx(t), "room", "192.0.2.1:5555", []byte("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q *Pipe
+	select {
+	case q = <-accepted:
+	case <-time.After(3 * time.Second):
+		t.Fatal("no pipe accepted")
+	}
+	if q.Peer() != "edge" || q.Remote() != "192.0.2.1:5555" {
+		t.Fatalf("accepted pipe from %q for %q", q.Peer(), q.Remote())
+	}
+	const n = 500
+	go func() {
+		for i := range n {
+			_ = p.Send([]byte(fmt.Sprint(i)))
+		}
+	}()
+	want := []string{"first"}
+	for i := range n {
+		want = append(want, fmt.Sprint(i))
+	}
+	for i, w := range want {
+		select {
+		case got := <-q.Recv():
+			if string(got) != w {
+				t.Fatalf("frame %d: %q, want %q", i, got, w)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("frame %d did not arrive", i)
+		}
+	}
+	// And back, then a close with its code.
+	if err := q.Send([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	q.Close(4321, "bye")
+	if got := <-p.Recv(); string(got) != "answer" {
+		t.Fatalf("reply %q", got)
+	}
+	if _, ok := <-p.Recv(); ok {
+		t.Fatal("pipe open after the other end closed it")
+	}
+	if code, text := p.CloseStatus(); code != 4321 || text != "bye" {
+		t.Fatalf("close status %d %q", code, text)
+	}
+	if err := p.Send([]byte("late")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("send on a closed pipe: %v", err)
+	}
+	eventually(t, "pipes forgotten", time.Second, func() bool { return edge.Pipes() == 0 && room.Pipes() == 0 })
+	// A node nobody runs: Dial says so at once.
+	if _, err := edge.Dial(ctx(t), "nobody", "x", []byte("x")); !errors.Is(err, ErrNodeGone) {
+		t.Fatalf("dial to a node that does not exist: %v", err)
+	}
+}
+
+func TestDeadNodeReleasesRoomsAndPipes(t *testing.T) {
+	r := redistest.Start(t)
+	edge := newTestNode(t, r.Addr(), "edge")
+	room := newTestNode(t, r.Addr(), "room")
+	room.OnPipe(func(*Pipe) {})
+	if _, err := room.Claim(ctx(t), "r"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := edge.Dial(ctx(t), "room", "x", []byte("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The room node dies without a word: no deregistration, no close.
+	room.cancel()
+	room.wg.Wait()
+	died := time.Now()
+	select {
+	case _, ok := <-p.Recv():
+		if ok {
+			t.Fatal("frame from a dead node")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pipe to a dead node still open after 5s")
+	}
+	if code, _ := p.CloseStatus(); code != CloseNodeFailed {
+		t.Fatalf("close code %d, want CloseNodeFailed", code)
+	}
+	t.Logf("pipe closed %s after the node died (ttl 500ms)", time.Since(died).Round(time.Millisecond))
+	eventually(t, "room released", 3*time.Second, func() bool {
+		o, err := edge.Owner(ctx(t), "r")
+		return err == nil && o == ""
+	})
+	if owner, err := edge.Place(ctx(t), "r"); err != nil || owner != "edge" {
+		t.Fatalf("re-placed on %q (%v), want edge", owner, err)
+	}
+}
+
+func TestRedisOutage(t *testing.T) {
+	r := redistest.Start(t)
+	a := newTestNode(t, r.Addr(), "a")
+	b := newTestNode(t, r.Addr(), "b")
+	a.mu.Lock()
+	a.rooms = []string{"kept"}
+	a.mu.Unlock()
+	if _, err := a.Claim(ctx(t), "kept"); err != nil {
+		t.Fatal(err)
+	}
+	b.OnPipe(func(*Pipe) {})
+	p, err := a.Dial(ctx(t), "b", "x", []byte("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var healthA atomic.Value
+	a.OnHealth(func(err error) { healthA.Store(fmt.Sprint(err)) })
+	r.Stop()
+	eventually(t, "a sees Redis down", 3*time.Second, func() bool { return a.Healthy() != nil })
+	if !errors.Is(a.Healthy(), ErrUnavailable) {
+		t.Fatalf("health: %v", a.Healthy())
+	}
+	if _, err := a.Place(ctx(t), "new"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("place without Redis: %v", err)
+	}
+	if err := p.Send([]byte("lost")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("send without Redis: %v", err)
+	}
+	// Longer than the node TTL: the pipe must not be taken for dead.
+	time.Sleep(1500 * time.Millisecond)
+	r.Restart() // empty: it forgot everything
+	eventually(t, "a healthy again", 5*time.Second, func() bool { return a.Healthy() == nil && b.Healthy() == nil })
+	if got := healthA.Load(); got != "<nil>" {
+		t.Fatalf("OnHealth last saw %v", got)
+	}
+	eventually(t, "kept re-claimed by a", 3*time.Second, func() bool {
+		o, err := b.Owner(ctx(t), "kept")
+		return err == nil && o == "a"
+	})
+	// The pipe survived the outage.
+	time.Sleep(time.Second)
+	select {
+	case _, ok := <-p.Recv():
+		if !ok {
+			code, text := p.CloseStatus()
+			t.Fatalf("pipe closed across the outage: %d %s", code, text)
+		}
+	default:
+	}
+	eventually(t, "b resubscribed", 5*time.Second, func() bool { return p.Send([]byte("again")) == nil })
+	if owner, err := b.Place(ctx(t), "fresh"); err != nil || owner == "" {
+		t.Fatalf("place after recovery: %q %v", owner, err)
+	}
+}
