@@ -74,7 +74,8 @@ type Node struct {
 
 	mu        sync.Mutex
 	health    error                // nil while Redis answers
-	lastSeen  map[string]time.Time // peers, as last read from the registry
+	lastSeen  map[string]time.Time // when each peer's heartbeat last changed
+	lastBeat  map[string]int64     // each peer's last heartbeat value
 	nodes     []NodeInfo           // the registry as last read
 	draining  bool
 	pipes     map[string]*Pipe
@@ -105,7 +106,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), rdb: redis.NewClient(opts), started: time.Now(),
-		ctx: ctx, cancel: cancel, lastSeen: map[string]time.Time{}, pipes: map[string]*Pipe{},
+		ctx: ctx, cancel: cancel, lastSeen: map[string]time.Time{}, lastBeat: map[string]int64{}, pipes: map[string]*Pipe{},
 		releaseCh: make(chan string, 1024), health: fmt.Errorf("%w: not contacted yet", ErrUnavailable)}
 	n.cpu.sample()
 	quietRedisLog(log)
@@ -244,11 +245,17 @@ func (n *Node) beat() {
 		}
 		n.nodes = nodes
 		for _, i := range nodes {
-			n.lastSeen[i.ID] = now
+			// Alive is a heartbeat that changes: a dead node's key stays
+			// in Redis for NodeTTL after its last one.
+			if n.lastBeat[i.ID] != i.Heartbeat {
+				n.lastBeat[i.ID] = i.Heartbeat
+				n.lastSeen[i.ID] = now
+			}
 		}
 		for id, seen := range n.lastSeen {
 			if now.Sub(seen) > 10*n.cfg.NodeTTL {
 				delete(n.lastSeen, id)
+				delete(n.lastBeat, id)
 			}
 		}
 	}
@@ -283,8 +290,20 @@ func (n *Node) beat() {
 	}
 }
 
-// deadLocked reports whether a peer has been missing from the registry
-// for longer than NodeTTL (since since, for a peer never seen).
+// silent reports whether this node has watched id's heartbeat stand
+// still for longer than NodeTTL (it died; its key has not expired yet).
+func (n *Node) silent(id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, known := n.lastSeen[id]; !known || n.health != nil {
+		return false
+	}
+	return n.deadLocked(id, time.Time{}, time.Now())
+}
+
+// deadLocked reports whether a peer's heartbeat has not changed for
+// longer than NodeTTL (counted from since for a peer never seen, and from
+// Redis's return after an outage).
 func (n *Node) deadLocked(id string, since, now time.Time) bool {
 	if id == n.ID() {
 		return false

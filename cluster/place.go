@@ -53,7 +53,7 @@ func (n *Node) Owner(ctx context.Context, room string) (string, error) {
 	if err != nil {
 		return "", n.unavailable(err)
 	}
-	if alive == 0 {
+	if alive == 0 || n.silent(owner) {
 		return "", nil
 	}
 	return owner, nil
@@ -74,7 +74,7 @@ func (n *Node) Place(ctx context.Context, room string) (string, error) {
 		if err != nil {
 			return "", n.unavailable(err)
 		}
-		if alive == 1 {
+		if alive == 1 && !n.silent(owner) {
 			return owner, nil
 		}
 	}
@@ -82,7 +82,13 @@ func (n *Node) Place(ctx context.Context, room string) (string, error) {
 	if err != nil {
 		return "", n.unavailable(err)
 	}
-	pick, err := choose(nodes)
+	live := nodes[:0]
+	for _, i := range nodes {
+		if !n.silent(i.ID) {
+			live = append(live, i)
+		}
+	}
+	pick, err := choose(live)
 	if err != nil {
 		return "", err
 	}
@@ -93,6 +99,10 @@ func (n *Node) Place(ctx context.Context, room string) (string, error) {
 // the holder. The node a join was relayed to claims the room this way, so
 // that a room released meanwhile is not placed twice.
 func (n *Node) Claim(ctx context.Context, room string) (string, error) {
+	seen, err := n.rdb.Get(ctx, roomKey(room)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", n.unavailable(err)
+	}
 	owner, err := n.Owner(ctx, room)
 	if err != nil {
 		return "", err
@@ -100,7 +110,7 @@ func (n *Node) Claim(ctx context.Context, room string) (string, error) {
 	if owner != "" {
 		return owner, nil
 	}
-	return n.claim(ctx, room, "", n.ID())
+	return n.claim(ctx, room, seen, n.ID())
 }
 
 func (n *Node) claim(ctx context.Context, room, seen, pick string) (string, error) {

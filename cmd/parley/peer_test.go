@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -32,6 +33,8 @@ type peer struct {
 	mu     sync.Mutex
 	msgs   []wsMsg // every signaling message, in order
 	closed bool
+	dc     *webrtc.DataChannel // the server's reliable data channel
+	data   []string            // what arrived on it
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -57,41 +60,50 @@ func devToken(t *testing.T, base, room, name string) string {
 	return tok.Token
 }
 
-func peerAPI(t *testing.T) *webrtc.API {
-	api, err := loadtest.NewAPI(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return api
-}
-
 // joinPeer joins room with token and returns once joined. A first message
 // other than joined (an error) is kept in msgs and ok is false.
 func joinPeer(t *testing.T, httpAddr net.Addr, room, identity, token string) (*peer, bool) {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+httpAddr.String()+"/rtc", nil)
+	p, ok, err := dialPeer(httpAddr.String(), room, identity, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &peer{t: t, identity: identity, ws: ws, stop: make(chan struct{})}
+	p.t = t
 	t.Cleanup(p.close)
+	return p, ok
+}
+
+// dialPeer is joinPeer for callers that retry: errors are returned.
+func dialPeer(addr, room, identity, token string) (*peer, bool, error) {
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/rtc", nil)
+	if err != nil {
+		return nil, false, err
+	}
+	p := &peer{identity: identity, ws: ws, stop: make(chan struct{})}
 	p.send("join", map[string]any{"token": token, "protocol": 1, "room": room})
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var first wsMsg
 	if err := ws.ReadJSON(&first); err != nil {
-		t.Fatalf("%s: join: %v", identity, err)
+		p.close()
+		return nil, false, fmt.Errorf("%s: join: %v", identity, err)
 	}
 	_ = ws.SetReadDeadline(time.Time{})
 	p.msgs = append(p.msgs, first)
 	if first.Type != "joined" {
-		return p, false
+		return p, false, nil
 	}
-	api := peerAPI(t)
+	api, err := loadtest.NewAPI(true)
+	if err != nil {
+		p.close()
+		return nil, false, err
+	}
 	if p.sub, err = api.NewPeerConnection(webrtc.Configuration{}); err != nil {
-		t.Fatal(err)
+		p.close()
+		return nil, false, err
 	}
 	if p.pub, err = api.NewPeerConnection(webrtc.Configuration{}); err != nil {
-		t.Fatal(err)
+		p.close()
+		return nil, false, err
 	}
 	for target, pc := range map[string]*webrtc.PeerConnection{"subscriber": p.sub, "publisher": p.pub} {
 		pc.OnICECandidate(func(c *webrtc.ICECandidate) {
@@ -100,6 +112,19 @@ func joinPeer(t *testing.T, httpAddr net.Addr, room, identity, token string) (*p
 			}
 		})
 	}
+	p.sub.OnDataChannel(func(dc *webrtc.DataChannel) {
+		if dc.Label() != "parley" {
+			return
+		}
+		p.mu.Lock()
+		p.dc = dc
+		p.mu.Unlock()
+		dc.OnMessage(func(m webrtc.DataChannelMessage) {
+			p.mu.Lock()
+			p.data = append(p.data, string(m.Data))
+			p.mu.Unlock()
+		})
+	})
 	p.sub.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		buf := make([]byte, 1500)
 		for {
@@ -110,7 +135,7 @@ func joinPeer(t *testing.T, httpAddr net.Addr, room, identity, token string) (*p
 		}
 	})
 	go p.readLoop()
-	return p, true
+	return p, true, nil
 }
 
 func (p *peer) send(typ string, data any) {
