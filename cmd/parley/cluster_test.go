@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 	"github.com/redis/go-redis/v9"
 
@@ -500,3 +501,110 @@ func (p *peer) historyHas(id string) bool {
 }
 
 var _ net.Addr = hostAddr("")
+
+// launchDrainable is launch with a drain channel (SIGTERM); done is
+// closed when run returns.
+func launchDrainable(t *testing.T, overrides ...func(*Config)) (a Addrs, drain chan struct{}, done chan struct{}) {
+	t.Helper()
+	cfg := testConfig(overrides...)
+	ctx, cancel := context.WithCancel(context.Background())
+	drain = make(chan struct{})
+	ready := make(chan Addrs, 1)
+	done = make(chan struct{})
+	var runErr error
+	go func() { runErr = run(ctx, cfg, testLogger(), func(a Addrs) { ready <- a }, drain); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+			if runErr != nil {
+				t.Errorf("server: %v", runErr)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	select {
+	case a = <-ready:
+	case <-done:
+		t.Fatalf("server did not start: %v", runErr)
+	}
+	return a, drain, done
+}
+
+// TestClusterDrain: a draining node (SIGTERM) takes no new rooms and
+// moves its rooms' participants (leave room_moved; they join again and
+// land on the other node), and a session it only relayed survives: the
+// client's socket closes with 1012 and a resume through the other node
+// finds the session.
+func TestClusterDrain(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rdb.Close()
+	opts := []func(*Config){withRedis(r.Addr()), func(c *Config) { c.DrainTimeout = 5 * time.Second }}
+	a0, drain0, done0 := launchDrainable(t, opts...)
+	a1, drain1, done1 := launchDrainable(t, opts...)
+	ids := nodeIDs(t, rdb, 2)
+	join := func(a Addrs, room, id string) *peer {
+		p, ok := joinPeer(t, a.HTTP, room, id, mint(t, room, id, participantGrants))
+		if !ok {
+			t.Fatalf("%s: %s", id, p.messages("error"))
+		}
+		return p
+	}
+	first := join(a0, "moving", "m0")
+	x := roomOwner(t, rdb, "moving")
+	ax, ay, drainX, doneX := a0, a1, drain0, done0
+	if ids[a1.HTTP.String()] == x {
+		ax, ay, drainX, doneX = a1, a0, drain1, done1
+	}
+	second := join(ay, "moving", "m1")
+	if roomOwner(t, rdb, "staying") != "" {
+		t.Fatal("staying placed already")
+	}
+	stayer := join(ay, "staying", "s0") // placed on the less loaded node, y
+	if y := roomOwner(t, rdb, "staying"); y == x {
+		t.Fatalf("second room also on %s", x)
+	}
+	relayed := join(ax, "staying", "s1") // its socket on x, its room on y
+	var resume struct {
+		ResumeToken string `json:"resume_token"`
+	}
+	_ = json.Unmarshal(relayed.messages("joined")[0], &resume)
+
+	close(drainX)
+	for _, p := range []*peer{first, second} {
+		eventually(t, 5*time.Second, p.identity+" told to move", func() bool { return p.hasLeave("room_moved") })
+	}
+	// Joining again lands on y, the node that does not drain.
+	again := join(ay, "moving", "m0")
+	if got := roomOwner(t, rdb, "moving"); got == x || got == "" {
+		t.Fatalf("moving re-placed on %q, the draining node is %s", got, x)
+	}
+	again.close()
+	select {
+	case <-doneX:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the draining node did not stop once its rooms moved")
+	}
+	// The relayed session lives on y: its socket was closed without a
+	// leave, and a resume through y takes it over.
+	eventually(t, 5*time.Second, "relayed socket closed", relayed.isClosed)
+	if relayed.hasLeave("server_shutdown") || relayed.hasLeave("room_moved") {
+		t.Fatal("a session relayed through the stopping node was ended")
+	}
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ay.HTTP.String()+"/rtc", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_ = ws.WriteJSON(map[string]any{"type": "resume", "data": map[string]any{"token": resume.ResumeToken, "protocol": 1}})
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m wsMsg
+	if err := ws.ReadJSON(&m); err != nil || m.Type != "resumed" {
+		t.Fatalf("resume through the other node: %v %s %s", err, m.Type, m.Data)
+	}
+	if stayer.isClosed() {
+		t.Fatal("the participant on the other node lost its session")
+	}
+}
