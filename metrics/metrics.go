@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/parley-rtc/parley/cluster"
 	"github.com/parley-rtc/parley/events"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
@@ -24,6 +25,7 @@ type Sources struct {
 	Signaling *signaling.Server
 	TURN      *turn.Server
 	Webhooks  *events.Webhooks
+	Cluster   *cluster.Node // nil on a single node
 }
 
 // Handler serves the metrics in Prometheus' text format, with the Go
@@ -65,6 +67,9 @@ var (
 	hookDropDesc     = desc("webhook_dropped_total", "Webhook events given up (queue full or every retry failed).")
 	hookFailDesc     = desc("webhook_failures_total", "Failed webhook deliveries (each retry counts).")
 	hookSentDesc     = desc("webhook_sent_total", "Webhook events delivered.")
+	redisUpDesc      = desc("cluster_redis_up", "1 while the cluster's Redis answers.")
+	nodesDesc        = desc("cluster_nodes", "Live nodes in the cluster, as last read from Redis.")
+	pipesDesc        = desc("cluster_relayed_sessions", "Sessions relayed between this node and another (both directions).")
 )
 
 type collector struct{ src Sources }
@@ -72,7 +77,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
 		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
-		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc} {
+		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc} {
 		ch <- d
 	}
 }
@@ -116,6 +121,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(wsDesc, float64(ss.Connections))
 	for code, n := range ss.Errors {
 		counter(errorsDesc, n, code)
+	}
+	if cl := c.src.Cluster; cl != nil {
+		up := 1.0
+		if cl.Healthy() != nil {
+			up = 0
+		}
+		gauge(redisUpDesc, up)
+		gauge(nodesDesc, float64(len(cl.Nodes())))
+		gauge(pipesDesc, float64(cl.Pipes()))
 	}
 	if c.src.TURN != nil {
 		ts := c.src.TURN.Stats()

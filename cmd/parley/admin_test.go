@@ -299,8 +299,9 @@ func TestAdminActionsWithPeers(t *testing.T) {
 		if m2["process_resident_memory_bytes"] <= 0 || m2["go_goroutines"] <= 0 || m2[`parley_data_messages_total{type="heartbeat"}`] < 0 {
 			t.Error("runtime and process metrics are missing")
 		}
-		// Every unlabeled metric docs/api.md lists is served (TURN's and
-		// the webhooks' only when those are on; this server has neither).
+		// Every unlabeled metric docs/api.md lists is served (TURN's, the
+		// webhooks' and the cluster's only when those are on; this server
+		// has none).
 		doc, err := os.ReadFile("../../docs/api.md")
 		if err != nil {
 			t.Fatal(err)
@@ -310,7 +311,7 @@ func TestAdminActionsWithPeers(t *testing.T) {
 			t.Fatalf("found only %d metric names in docs/api.md", len(names))
 		}
 		for _, n := range names {
-			if strings.HasPrefix(n[1], "parley_turn_") || strings.HasPrefix(n[1], "parley_webhook_") {
+			if strings.HasPrefix(n[1], "parley_turn_") || strings.HasPrefix(n[1], "parley_webhook_") || strings.HasPrefix(n[1], "parley_cluster_") {
 				continue
 			}
 			if _, ok := m2[n[1]]; !ok {

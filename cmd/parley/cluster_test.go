@@ -172,6 +172,17 @@ func TestClusterThreeNodes(t *testing.T) {
 		if got := st["parley_participants"]; got != want {
 			t.Errorf("node %s (%s) holds %v participants, want %v (the room is on %s)", a.HTTP, ids[a.HTTP.String()], got, want, owner)
 		}
+		// Two sockets relayed: each relaying node has one pipe, the
+		// room's node two.
+		wantPipes := 1.0
+		if want == 3 {
+			wantPipes = 2
+		}
+		eventually(t, 3*time.Second, "every node's registry read lists 3 nodes", func() bool { return scrape(t, a)["parley_cluster_nodes"] == 3 })
+		if st["parley_cluster_redis_up"] != 1 || st["parley_cluster_relayed_sessions"] != wantPipes {
+			t.Errorf("node %s cluster metrics: redis_up %v, relayed %v (want 1, %v)", a.HTTP,
+				st["parley_cluster_redis_up"], st["parley_cluster_relayed_sessions"], wantPipes)
+		}
 	}
 	eventually(t, 10*time.Second, "every roster lists the three", func() bool {
 		for _, p := range peers {

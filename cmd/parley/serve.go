@@ -182,7 +182,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		}
 		metricsAddr = mln.Addr()
 		mmux := http.NewServeMux()
-		mmux.Handle("/metrics", metrics.Handler(metrics.Sources{Rooms: mgr, Engine: engine, Signaling: sig, TURN: ts, Webhooks: hooks}))
+		mmux.Handle("/metrics", metrics.Handler(metrics.Sources{Rooms: mgr, Engine: engine, Signaling: sig, TURN: ts, Webhooks: hooks, Cluster: node}))
 		// Profiles for operators and the load tests, on the same private address.
 		mmux.HandleFunc("/debug/pprof/", pprof.Index)
 		mmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
