@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -99,8 +100,14 @@ func (c *conn) clusterFail(err error) {
 	}
 }
 
-// forwardIn relays a client frame to the room's node.
+// forwardIn relays a client frame to the room's node. The socket's rate
+// limit applies here too, so that a flood does not cross Redis.
 func (c *conn) forwardIn(data []byte) {
+	if ok, wait := c.limit.Allow(time.Now()); !ok {
+		c.bad("", CodeRateLimited, fmt.Sprintf("more than %d messages in %s; this one was ignored: wait %s",
+			c.s.cfg.RateLimit, c.s.cfg.RateWindow, wait.Round(time.Millisecond)))
+		return
+	}
 	if err := c.fwd.Send(data); err != nil && !errors.Is(err, cluster.ErrClosed) {
 		c.log.Warn("a message could not be relayed to the room's node; it is lost", "err", err)
 		c.send(TypeError, Error{Code: CodeClusterUnavailable, Message: "this message could not reach the room's node (Redis does not answer) and was lost: send it again later"})
