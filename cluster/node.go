@@ -83,6 +83,7 @@ type Node struct {
 	closed    bool
 	contacted bool      // Redis answered once
 	recovered time.Time // when Redis last answered again after an outage
+	lastClaim time.Time // when the node last re-claimed its rooms
 	cpu       cpuMeter
 	releaseCh chan string
 	onHealth  []func(error)
@@ -333,11 +334,16 @@ func (n *Node) info() NodeInfo {
 
 func (n *Node) register(ctx context.Context) error {
 	data, _ := json.Marshal(n.info())
+	// Re-claim the node's rooms every few beats, and at once after an
+	// outage (a Redis that restarted empty forgot them).
 	var rooms []string
 	n.mu.Lock()
-	draining := n.draining
+	reclaim := !n.draining && (n.health != nil || time.Since(n.lastClaim) >= 5*n.cfg.Heartbeat)
+	if reclaim {
+		n.lastClaim = time.Now()
+	}
 	n.mu.Unlock()
-	if n.cfg.Rooms != nil && !draining {
+	if n.cfg.Rooms != nil && reclaim {
 		rooms = n.cfg.Rooms()
 	}
 	pipe := n.rdb.Pipeline()
