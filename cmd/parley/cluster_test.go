@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,6 +198,15 @@ func TestClusterThreeNodes(t *testing.T) {
 	})
 	// Two audio tracks of 50 packets a second reach each participant.
 	receiving(t, 15*time.Second, 150, peers...)
+	// What relaying costs a signaling round trip (logged, not asserted:
+	// the machine is shared).
+	for i, p := range peers {
+		how := "relayed"
+		if ids[addrs[i].HTTP.String()] == owner {
+			how = "direct"
+		}
+		t.Logf("%s (%s): signaling round trip median %s", p.identity, how, p.pingRTT(t, 20))
+	}
 
 	// Rooms opened through one node spread over the nodes by load: the
 	// two idle ones take them before the one forwarding six tracks.
@@ -598,6 +608,10 @@ func TestClusterDrain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the draining node did not stop once its rooms moved")
 	}
+	// It left the registry on its way out, without waiting for its TTL.
+	if n, err := rdb.Exists(context.Background(), "parley:node:"+x).Result(); err != nil || n != 0 {
+		t.Fatalf("stopped node %s still registered: %v %v", x, n, err)
+	}
 	// The relayed session lives on y: its socket was closed without a
 	// leave, and a resume through y takes it over.
 	eventually(t, 5*time.Second, "relayed socket closed", relayed.isClosed)
@@ -618,4 +632,25 @@ func TestClusterDrain(t *testing.T) {
 	if stayer.isClosed() {
 		t.Fatal("the participant on the other node lost its session")
 	}
+}
+
+// pingRTT sends n pings, one at a time, and returns the median time to
+// their pongs.
+func (p *peer) pingRTT(t *testing.T, n int) time.Duration {
+	t.Helper()
+	var rtts []time.Duration
+	for range n {
+		before := len(p.messages("pong"))
+		start := time.Now()
+		p.send("ping", map[string]any{"ts": start.UnixMilli()})
+		for len(p.messages("pong")) == before {
+			if time.Since(start) > 5*time.Second {
+				t.Fatal("no pong within 5s")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		rtts = append(rtts, time.Since(start))
+	}
+	slices.Sort(rtts)
+	return rtts[len(rtts)/2].Round(10 * time.Microsecond)
 }
