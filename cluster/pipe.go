@@ -132,7 +132,7 @@ func (p *Pipe) deliver(data []byte) {
 	default:
 		p.mu.Unlock()
 		p.n.log.Warn("pipe reader fell behind; closing the session", "peer", p.peer)
-		p.Close(CloseOverflow, "pipe overflow")
+		go p.Close(CloseOverflow, "pipe overflow") // the dispatcher must not wait on Redis
 	}
 }
 
@@ -241,6 +241,8 @@ func (n *Node) route(f frame) {
 	case f.Kind != "c":
 		// A session this node does not know: tell the other end, so its
 		// client is not left waiting.
-		_ = n.publish(f.From, frame{Kind: "c", Session: f.Session, Code: CloseUnknownSession, Text: "session_unknown"})
+		go func() {
+			_ = n.publish(f.From, frame{Kind: "c", Session: f.Session, Code: CloseUnknownSession, Text: "session_unknown"})
+		}()
 	}
 }
