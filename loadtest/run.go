@@ -28,7 +28,11 @@ import (
 
 // Config of a run.
 type Config struct {
-	URL         string // the server, http(s)://host:port
+	URL string // the server, http(s)://host:port
+	// Nodes are more nodes of a cluster (http(s)://host:port): clients
+	// connect to URL and these in turn, so rooms have participants whose
+	// sockets reach different nodes.
+	Nodes       []string
 	Rooms       int
 	Publishers  int // per room
 	Subscribers int // per room, receive only
@@ -158,9 +162,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ws, err := wsURL(cfg.URL)
-	if err != nil {
-		return nil, err
+	var wss []string
+	for _, u := range append([]string{cfg.URL}, cfg.Nodes...) {
+		ws, err := wsURL(u)
+		if err != nil {
+			return nil, err
+		}
+		wss = append(wss, ws)
 	}
 	api, err := NewAPI(cfg.Loopback)
 	if err != nil {
@@ -213,10 +221,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	sem := make(chan struct{}, cfg.JoinConcurrency)
 	var joining sync.WaitGroup
-	for _, j := range jobs {
+	for i, j := range jobs {
 		if ctx.Err() != nil {
 			break
 		}
+		ws := wss[i%len(wss)]
 		sem <- struct{}{}
 		joining.Add(1)
 		go func() {

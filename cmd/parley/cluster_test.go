@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parley-rtc/parley/internal/redistest"
+	"github.com/parley-rtc/parley/loadtest"
 )
 
 // TestMain lets a test start this binary as a whole server in its own
@@ -653,4 +654,29 @@ func (p *peer) pingRTT(t *testing.T, n int) time.Duration {
 	}
 	slices.Sort(rtts)
 	return rtts[len(rtts)/2].Round(10 * time.Microsecond)
+}
+
+// TestLoadtestCluster: parley loadtest --nodes spreads its clients over
+// two nodes; every client connects and media crosses the cluster (half
+// the sockets relayed) without loss.
+func TestLoadtestCluster(t *testing.T) {
+	r := redistest.Start(t)
+	base0, _ := startServer(t, withRedis(r.Addr()))
+	base1, _ := startServer(t, withRedis(r.Addr()))
+	cfg := loadtest.Config{URL: base0, Nodes: []string{base1}, Rooms: 2, Publishers: 1, Subscribers: 3, VideoBitrate: 300_000,
+		Audio: true, Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret, Loopback: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := loadtest.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Connected != 8 || rep.Failed != 0 {
+		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
+	}
+	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 || rep.LatencyMS.Samples == 0 {
+		t.Fatalf("received %d packets, loss %.3f%%, latency samples %d", rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.Samples)
+	}
+	t.Logf("2 nodes: join p50 %.1f ms p95 %.1f ms; %d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms",
+		rep.JoinMS.P50, rep.JoinMS.P95, rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99)
 }

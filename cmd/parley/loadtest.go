@@ -24,6 +24,7 @@ func loadtestCmd(args []string, env func(string) string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	var cfg loadtest.Config
 	fs.StringVar(&cfg.URL, "url", or(env("PARLEY_URL"), "http://localhost:7880"), "the server (env PARLEY_URL)")
+	nodes := fs.String("nodes", "", "more nodes of a cluster, comma-separated http(s)://host:port: clients connect to --url and these in turn")
 	fs.IntVar(&cfg.Rooms, "rooms", 1, "rooms")
 	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishers per room")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 5, "receive-only subscribers per room")
@@ -67,6 +68,15 @@ func loadtestCmd(args []string, env func(string) string, stdout, stderr io.Write
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Hostname() == "" {
 		return bad("--url %q: want http(s)://host:port", cfg.URL)
+	}
+	for _, n := range strings.Split(*nodes, ",") {
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		if nu, err := url.Parse(n); err != nil || nu.Hostname() == "" {
+			return bad("--nodes: %q: want http(s)://host:port", n)
+		}
+		cfg.Nodes = append(cfg.Nodes, n)
 	}
 	local := u.Hostname() == "localhost" || net.ParseIP(u.Hostname()).IsLoopback()
 	switch *loopback {
