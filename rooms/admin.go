@@ -138,6 +138,7 @@ func (m *Manager) CreateRoom(name string, opts RoomOptions) (RoomDetails, error)
 	if opts.MaxParticipants < 0 || opts.EmptyTimeout < 0 {
 		return RoomDetails{}, fmt.Errorf("%w: max_participants and empty_timeout must not be negative", ErrBadConfig)
 	}
+	hist := m.loadChat(name)
 	m.mu.Lock()
 	switch {
 	case m.closed:
@@ -153,7 +154,7 @@ func (m *Manager) CreateRoom(name string, opts RoomOptions) (RoomDetails, error)
 		m.mu.Unlock()
 		return RoomDetails{}, ErrTooManyRooms
 	}
-	r := m.newRoomLocked(name, opts)
+	r := m.newRoomLocked(name, opts, hist)
 	m.dropIfEmptyLocked(r, time.Now()) // starts its empty timeout
 	m.mu.Unlock()
 	return r.details(true), nil
