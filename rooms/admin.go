@@ -13,6 +13,7 @@ import (
 // RoomDetails describes a room for operators.
 type RoomDetails struct {
 	Name                string               `json:"name"`
+	Node                string               `json:"node,omitempty"` // the node that holds it, in a cluster
 	CreatedAt           int64                `json:"created_at"`
 	NumParticipants     int                  `json:"num_participants"`
 	NumPublishedTracks  int                  `json:"num_published_tracks"`
