@@ -173,3 +173,27 @@ func TestChatStoreNeverBlocks(t *testing.T) {
 		t.Fatalf("Close took %s", d)
 	}
 }
+
+// BenchmarkChatStoreAppend is the cost a chat message adds to the data
+// path in a cluster (encoding and queueing; the write is the writer's).
+func BenchmarkChatStoreAppend(b *testing.B) {
+	rs := redistest.Start(b)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	b.Cleanup(func() { _ = rdb.Close() })
+	s, err := NewChatStore(rdb, ChatConfig{History: 200, Retention: time.Minute, Queue: 1 << 16}, testLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Close)
+	m := chatMsg(1)
+	m.Text = strings.Repeat("x", 200)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.Append("bench", m)
+	}
+	b.StopTimer()
+	// Far above any rate limit: the writer keeps up with what it can and
+	// the rest is dropped, never waited for.
+	b.ReportMetric(float64(s.Dropped())/float64(b.N), "dropped/op")
+}

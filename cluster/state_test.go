@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -144,4 +145,31 @@ func TestRoomStatesAppearAndVanish(t *testing.T) {
 	if b.Redis().Exists(ctx, statesKey("b")).Val() != 0 {
 		t.Fatal("b's snapshots are still in Redis after it closed")
 	}
+}
+
+// BenchmarkRoomStatesWriteAll is one refresh of a node with 1000 rooms of
+// 10 participants (every half node TTL).
+func BenchmarkRoomStatesWriteAll(b *testing.B) {
+	rs := redistest.Start(b)
+	n, err := New(Config{Addr: rs.Addr(), NodeID: "a", Heartbeat: time.Second, NodeTTL: 5 * time.Second}, testLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(n.Close)
+	src := &fakeRooms{}
+	for i := 0; i < 1000; i++ {
+		src.set(roomWith(fmt.Sprintf("room-%04d", i), "a", "b", "c", "d", "e", "f", "g", "h", "i", "j"))
+	}
+	s := NewRoomStates(n, src, StateConfig{Refresh: time.Hour}, testLog())
+	b.Cleanup(s.Close)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.writeAll()
+	}
+	b.StopTimer()
+	if got := n.Redis().HLen(context.Background(), statesKey("a")).Val(); got != 1000 {
+		b.Fatalf("%d snapshots written", got)
+	}
+	b.ReportMetric(float64(n.Redis().MemoryUsage(context.Background(), statesKey("a")).Val())/1000, "redis-bytes/room")
 }
