@@ -4,10 +4,12 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -33,6 +35,9 @@ type Config struct {
 	Tokens *signaling.Server // verifies tokens; mints the development admin token
 	Totals func() Totals
 	Log    *slog.Logger
+	// Cluster, when this server is one node of several, makes the API
+	// cover every room of the cluster (cluster.go); nil for one node.
+	Cluster Cluster
 	// StatsInterval is how often the stream sends stats (default 2s);
 	// PingInterval how often it sends a keep-alive comment (default 15s).
 	StatsInterval, PingInterval time.Duration
@@ -41,6 +46,7 @@ type Config struct {
 // API is the admin API.
 type API struct {
 	cfg    Config
+	client *http.Client    // forwards requests to other nodes
 	ctx    context.Context // ends the event streams on Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -58,7 +64,7 @@ func New(cfg Config) *API {
 		cfg.Log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &API{cfg: cfg, ctx: ctx, cancel: cancel}
+	return &API{cfg: cfg, ctx: ctx, cancel: cancel, client: &http.Client{Timeout: forwardTimeout}}
 }
 
 // Close ends the event streams (so that an HTTP shutdown need not wait
@@ -77,6 +83,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/rooms/{room}/participants/{identity}", a.removeParticipant)
 	mux.HandleFunc("PATCH /api/rooms/{room}/participants/{identity}", a.updateParticipant)
 	mux.HandleFunc("POST /api/rooms/{room}/participants/{identity}/tracks/{track}/mute", a.muteTrack)
+	mux.HandleFunc("GET /api/nodes", a.listNodes)
 	mux.HandleFunc("GET /api/events", a.events)
 	mux.HandleFunc("GET /api/dev-admin-token", a.devAdminToken)
 }
@@ -175,9 +182,12 @@ func (a *API) authorizeRoom(r *http.Request) (string, error) {
 	return room, nil
 }
 
-// decodeBody reads a JSON body of at most 64 KiB, refusing unknown fields.
+// maxBody is the largest request body.
+const maxBody = 64 << 10
+
+// decodeBody reads a JSON body of at most maxBody, refusing unknown fields.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fail(http.StatusBadRequest, "bad_request", "body: %v", err)
@@ -191,13 +201,19 @@ func (a *API) listRooms(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	list, incomplete := a.allRooms(r.Context(), r, false)
 	out := []rooms.RoomDetails{}
-	for _, d := range a.cfg.Rooms.AllRooms(false) {
+	for _, d := range list {
 		if s.allows(d.Name) {
 			out = append(out, d)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rooms": out})
+	answer := map[string]any{"rooms": out}
+	if incomplete != nil {
+		// This node's rooms are still worth showing.
+		answer["incomplete"] = fmt.Sprintf("only this node's rooms: %v", incomplete)
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 // defaultEmptyTimeout is how long a room created through the API waits
@@ -215,6 +231,12 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request) {
 		MaxParticipants     int    `json:"max_participants"`
 		EmptyTimeoutSeconds *int64 `json:"empty_timeout_seconds"`
 	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, fail(http.StatusBadRequest, "bad_request", "body: %v", err))
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
 	if err := decodeBody(w, r, &body); err != nil {
 		writeError(w, err)
 		return
@@ -235,21 +257,58 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fail(http.StatusBadRequest, "bad_request", "max_participants and empty_timeout_seconds must not be negative"))
 		return
 	}
+	if c := a.cluster(r); c != nil {
+		// The room goes where a join would put it.
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		node, url, err := c.Place(ctx, body.Name)
+		cancel()
+		if err != nil {
+			writeError(w, clusterError(err))
+			return
+		}
+		if node != c.NodeID() {
+			a.forward(w, r, body.Name, node, url, raw)
+			return
+		}
+	}
 	d, err := a.cfg.Rooms.CreateRoom(body.Name, rooms.RoomOptions{MaxParticipants: body.MaxParticipants, EmptyTimeout: time.Duration(timeout) * time.Second})
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if a.cfg.Cluster != nil {
+		d.Node = a.cfg.Cluster.NodeID()
 	}
 	writeJSON(w, http.StatusCreated, d)
 }
 
 func (a *API) getRoom(w http.ResponseWriter, r *http.Request) {
 	room, err := a.authorizeRoom(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	d, err := a.cfg.Rooms.RoomDetails(room)
 	if err == nil {
-		var d rooms.RoomDetails
-		if d, err = a.cfg.Rooms.RoomDetails(room); err == nil {
-			writeJSON(w, http.StatusOK, d)
+		if a.cfg.Cluster != nil {
+			d.Node = a.cfg.Cluster.NodeID()
+		}
+		writeJSON(w, http.StatusOK, d)
+		return
+	}
+	if c := a.cluster(r); c != nil {
+		// Another node's room, as it last reported it.
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		rd, ok, cerr := c.RemoteRoom(ctx, room)
+		cancel()
+		switch {
+		case cerr != nil:
+			err = clusterError(cerr)
+		case ok:
+			writeJSON(w, http.StatusOK, rd)
 			return
+		case a.forwardRoom(w, r, room):
+			return // placed elsewhere, not reported yet: its node answers
 		}
 	}
 	writeError(w, err)
@@ -257,6 +316,9 @@ func (a *API) getRoom(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) closeRoom(w http.ResponseWriter, r *http.Request) {
 	room, err := a.authorizeRoom(r)
+	if err == nil && a.forwardRoom(w, r, room) {
+		return
+	}
 	if err == nil {
 		err = a.cfg.Rooms.CloseRoom(room)
 	}
@@ -270,6 +332,9 @@ func (a *API) closeRoom(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) removeParticipant(w http.ResponseWriter, r *http.Request) {
 	room, err := a.authorizeRoom(r)
+	if err == nil && a.forwardRoom(w, r, room) {
+		return
+	}
 	if err == nil {
 		err = a.cfg.Rooms.RemoveParticipant(room, r.PathValue("identity"))
 	}
@@ -285,6 +350,9 @@ func (a *API) muteTrack(w http.ResponseWriter, r *http.Request) {
 	room, err := a.authorizeRoom(r)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if a.forwardRoom(w, r, room) {
 		return
 	}
 	var body struct {
@@ -310,6 +378,9 @@ func (a *API) updateParticipant(w http.ResponseWriter, r *http.Request) {
 	room, err := a.authorizeRoom(r)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if a.forwardRoom(w, r, room) {
 		return
 	}
 	var body struct {

@@ -82,7 +82,8 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	if last < 0 {
 		last = a.cfg.Bus.Last()
 		snap := snapshot{LastEventID: last, Rooms: []rooms.RoomDetails{}}
-		for _, d := range a.cfg.Rooms.AllRooms(true) {
+		list, _ := a.allRooms(r.Context(), r, true) // a cluster that does not answer leaves this node's
+		for _, d := range list {
 			if s.allows(d.Name) {
 				snap.Rooms = append(snap.Rooms, d)
 			}

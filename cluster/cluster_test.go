@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,13 +11,6 @@ import (
 
 	"github.com/parley-rtc/parley/internal/redistest"
 )
-
-func testLog() *slog.Logger {
-	if os.Getenv("PARLEY_TEST_DEBUG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // testNode is a node with fast heartbeats and a settable load.
 type testNode struct {
@@ -53,17 +43,6 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func eventually(t *testing.T, what string, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestPlacementSpreadsByLoad(t *testing.T) {
 	r := redistest.Start(t)
 	a, b, c := newTestNode(t, r.Addr(), "a"), newTestNode(t, r.Addr(), "b"), newTestNode(t, r.Addr(), "c")
@@ -89,7 +68,7 @@ func TestPlacementSpreadsByLoad(t *testing.T) {
 	}
 	// A node carrying many tracks gets no new room while others are light.
 	b.tracks.Store(100)
-	eventually(t, "b's load in the registry", 2*time.Second, func() bool {
+	eventually(t, 2*time.Second, "b's load in the registry", func() bool {
 		i, ok := a.Node.Node("b")
 		return ok && i.Tracks == 100
 	})
@@ -104,7 +83,7 @@ func TestPlacementSpreadsByLoad(t *testing.T) {
 	}
 	// Released rooms are placed again.
 	a.Release("room-0")
-	eventually(t, "room-0 released", 2*time.Second, func() bool {
+	eventually(t, 2*time.Second, "room-0 released", func() bool {
 		o, err := b.Owner(ctx(t), "room-0")
 		return err == nil && o == ""
 	})
@@ -194,7 +173,7 @@ func TestPipeCarriesFramesInOrder(t *testing.T) {
 	if err := p.Send([]byte("late")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("send on a closed pipe: %v", err)
 	}
-	eventually(t, "pipes forgotten", time.Second, func() bool { return edge.Pipes() == 0 && room.Pipes() == 0 })
+	eventually(t, time.Second, "pipes forgotten", func() bool { return edge.Pipes() == 0 && room.Pipes() == 0 })
 	// A node nobody runs: Dial says so at once.
 	if _, err := edge.Dial(ctx(t), "nobody", "x", []byte("x")); !errors.Is(err, ErrNodeGone) {
 		t.Fatalf("dial to a node that does not exist: %v", err)
@@ -229,7 +208,7 @@ func TestDeadNodeReleasesRoomsAndPipes(t *testing.T) {
 		t.Fatalf("close code %d, want CloseNodeFailed", code)
 	}
 	t.Logf("pipe closed %s after the node died (ttl 500ms)", time.Since(died).Round(time.Millisecond))
-	eventually(t, "room released", 3*time.Second, func() bool {
+	eventually(t, 3*time.Second, "room released", func() bool {
 		o, err := edge.Owner(ctx(t), "r")
 		return err == nil && o == ""
 	})
@@ -256,7 +235,7 @@ func TestRedisOutage(t *testing.T) {
 	var healthA atomic.Value
 	a.OnHealth(func(err error) { healthA.Store(fmt.Sprint(err)) })
 	r.Stop()
-	eventually(t, "a sees Redis down", 3*time.Second, func() bool { return a.Healthy() != nil })
+	eventually(t, 3*time.Second, "a sees Redis down", func() bool { return a.Healthy() != nil })
 	if !errors.Is(a.Healthy(), ErrUnavailable) {
 		t.Fatalf("health: %v", a.Healthy())
 	}
@@ -269,11 +248,11 @@ func TestRedisOutage(t *testing.T) {
 	// Longer than the node TTL: the pipe must not be taken for dead.
 	time.Sleep(1500 * time.Millisecond)
 	r.Restart() // empty: it forgot everything
-	eventually(t, "a healthy again", 5*time.Second, func() bool { return a.Healthy() == nil && b.Healthy() == nil })
+	eventually(t, 5*time.Second, "a healthy again", func() bool { return a.Healthy() == nil && b.Healthy() == nil })
 	if got := healthA.Load(); got != "<nil>" {
 		t.Fatalf("OnHealth last saw %v", got)
 	}
-	eventually(t, "kept re-claimed by a", 3*time.Second, func() bool {
+	eventually(t, 3*time.Second, "kept re-claimed by a", func() bool {
 		o, err := b.Owner(ctx(t), "kept")
 		return err == nil && o == "a"
 	})
@@ -287,7 +266,7 @@ func TestRedisOutage(t *testing.T) {
 		}
 	default:
 	}
-	eventually(t, "b resubscribed", 5*time.Second, func() bool { return p.Send([]byte("again")) == nil })
+	eventually(t, 5*time.Second, "b resubscribed", func() bool { return p.Send([]byte("again")) == nil })
 	if owner, err := b.Place(ctx(t), "fresh"); err != nil || owner == "" {
 		t.Fatalf("place after recovery: %q %v", owner, err)
 	}

@@ -19,6 +19,8 @@ type Event struct {
 	Participant *rooms.EventParticipant `json:"participant,omitempty"`
 	Track       *Track                  `json:"track,omitempty"`
 	Reason      string                  `json:"reason,omitempty"`
+	// Node is the node the room is on, in a cluster (empty alone).
+	Node string `json:"node,omitempty"`
 }
 
 // Track is the track of a track event.
@@ -40,6 +42,7 @@ type Bus struct {
 	next    int64         // id of the next event; ids start at 1
 	changed chan struct{} // closed and renewed on every event
 	hooks   []func(Event, []byte)
+	node    string // stamped on this node's events
 }
 
 // NewBus keeps the last keep events (Keep when 0).
@@ -50,8 +53,18 @@ func NewBus(keep int) *Bus {
 	return &Bus{ring: make([]Event, keep), next: 1, changed: make(chan struct{})}
 }
 
-// OnEvent adds a receiver of every event with its JSON (webhooks). It is
-// called with the bus locked: it must return at once.
+// SetNode names this node in its events (a cluster); call it before the
+// first event.
+func (b *Bus) SetNode(id string) {
+	b.mu.Lock()
+	b.node = id
+	b.mu.Unlock()
+}
+
+// OnEvent adds a receiver of every event of this node with its JSON
+// (webhooks, other nodes); not of the events of other nodes
+// (PublishRemote). It is called with the bus locked: it must return at
+// once.
 func (b *Bus) OnEvent(f func(Event, []byte)) {
 	b.mu.Lock()
 	b.hooks = append(b.hooks, f)
@@ -71,17 +84,38 @@ func (b *Bus) Publish(ev rooms.Event) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	e.ID = b.next
-	b.next++
-	b.ring[e.ID%int64(len(b.ring))] = e
-	close(b.changed)
-	b.changed = make(chan struct{})
+	e.Node = b.node
+	b.keepLocked(&e)
 	if len(b.hooks) > 0 {
 		data, _ := json.Marshal(e)
 		for _, h := range b.hooks {
 			h(e, data)
 		}
 	}
+}
+
+// PublishRemote keeps an event of another node of the cluster (its JSON,
+// as that node numbered it) for this node's streams, numbered anew. It
+// goes to no OnEvent receiver: the node it happened on sends its
+// webhooks.
+func (b *Bus) PublishRemote(data []byte) error {
+	var e Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.keepLocked(&e)
+	return nil
+}
+
+// keepLocked numbers e, keeps it and wakes the streams.
+func (b *Bus) keepLocked(e *Event) {
+	e.ID = b.next
+	b.next++
+	b.ring[e.ID%int64(len(b.ring))] = *e
+	close(b.changed)
+	b.changed = make(chan struct{})
 }
 
 // Last is the id of the newest event (0 before the first).

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,5 +102,48 @@ func TestWebhookConfigValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("%q accepted", u)
 		}
+	}
+}
+
+// TestBusRemoteEvents: in a cluster this node's events name it and go to
+// the receivers (webhooks, other nodes); another node's events are kept
+// and streamed, numbered here, but reach no receiver.
+func TestBusRemoteEvents(t *testing.T) {
+	alone := NewBus(0)
+	var alonePayload []byte
+	alone.OnEvent(func(_ Event, data []byte) { alonePayload = data })
+	alone.Publish(rooms.Event{Type: rooms.EventRoomStarted, Room: "r", Time: time.Unix(1, 0)})
+	if strings.Contains(string(alonePayload), `"node"`) {
+		t.Fatalf("a single node's event names a node: %s", alonePayload)
+	}
+
+	b := NewBus(0)
+	b.SetNode("a")
+	var got []string
+	b.OnEvent(func(e Event, data []byte) { got = append(got, e.Node+":"+e.Type+":"+string(data)) })
+	b.Publish(rooms.Event{Type: rooms.EventRoomStarted, Room: "r", Time: time.Unix(1, 0)})
+	if len(got) != 1 || !strings.Contains(got[0], `"node":"a"`) {
+		t.Fatalf("local event to the receivers: %v", got)
+	}
+	_, changed, _ := b.After(b.Last())
+	remote := `{"id":77,"type":"participant_joined","time":2000,"room":"s","participant":{"sid":"PA_1","identity":"bob","name":"Bob"},"node":"b"}`
+	if err := b.PublishRemote([]byte(remote)); err != nil {
+		t.Fatal(err)
+	}
+	if b.PublishRemote([]byte(`not json`)) == nil {
+		t.Fatal("a broken remote event was kept")
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a remote event did not wake the streams")
+	}
+	if len(got) != 1 {
+		t.Fatalf("a remote event reached a receiver (a second webhook delivery): %v", got)
+	}
+	evs, _, _ := b.After(1)
+	if len(evs) != 1 || evs[0].ID != 2 || evs[0].Node != "b" || evs[0].Room != "s" || evs[0].Time != 2000 ||
+		evs[0].Participant == nil || evs[0].Participant.Identity != "bob" {
+		t.Fatalf("remote event as kept: %+v", evs)
 	}
 }

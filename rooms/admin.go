@@ -13,6 +13,7 @@ import (
 // RoomDetails describes a room for operators.
 type RoomDetails struct {
 	Name                string               `json:"name"`
+	Node                string               `json:"node,omitempty"` // the node that holds it, in a cluster
 	CreatedAt           int64                `json:"created_at"`
 	NumParticipants     int                  `json:"num_participants"`
 	NumPublishedTracks  int                  `json:"num_published_tracks"`
@@ -138,6 +139,7 @@ func (m *Manager) CreateRoom(name string, opts RoomOptions) (RoomDetails, error)
 	if opts.MaxParticipants < 0 || opts.EmptyTimeout < 0 {
 		return RoomDetails{}, fmt.Errorf("%w: max_participants and empty_timeout must not be negative", ErrBadConfig)
 	}
+	hist := m.loadChat(name)
 	m.mu.Lock()
 	switch {
 	case m.closed:
@@ -153,7 +155,7 @@ func (m *Manager) CreateRoom(name string, opts RoomOptions) (RoomDetails, error)
 		m.mu.Unlock()
 		return RoomDetails{}, ErrTooManyRooms
 	}
-	r := m.newRoomLocked(name, opts)
+	r := m.newRoomLocked(name, opts, hist)
 	m.dropIfEmptyLocked(r, time.Now()) // starts its empty timeout
 	m.mu.Unlock()
 	return r.details(true), nil

@@ -1,6 +1,8 @@
 package rooms
 
 import (
+	"context"
+	"sort"
 	"sync"
 	"time"
 )
@@ -23,6 +25,41 @@ type ChatMessage struct {
 func (m *ChatMessage) visibleTo(identity string) bool {
 	return m.To == "" || m.To == identity || m.From == identity
 }
+
+// ChatID is the id of a recent chat message with its sender and time:
+// what a room remembers to recognize a message sent again.
+type ChatID struct {
+	ID   string `json:"id"`
+	From string `json:"from"`
+	TS   int64  `json:"ts"`
+}
+
+// ChatHistory is what a ChatStore keeps of a room's chat.
+type ChatHistory struct {
+	Messages []ChatMessage // the last data.history messages, oldest first
+	IDs      []ChatID      // recent message ids, oldest first (those of Messages too)
+}
+
+// ChatStore keeps the rooms' chat where every node finds it (Redis, in a
+// cluster): a room that opens again on another node, e.g. after its node
+// died, keeps its history and still recognizes resent messages. Without
+// one, a room's chat lives in this process only (the Manager keeps it for
+// data.history_retention after the room closes).
+type ChatStore interface {
+	// Load returns what is kept of a room's chat. It is called before the
+	// room opens here, never with the Manager's lock held.
+	Load(ctx context.Context, room string) (ChatHistory, error)
+	// Append keeps a new message. It is called on the data path, with the
+	// room's data lock held: it must not block.
+	Append(room string, m ChatMessage)
+	// Release says the room closed here: its history expires after
+	// data.history_retention unless the room opens again. It must not
+	// block.
+	Release(room string)
+}
+
+// chatLoadTimeout bounds the wait for a store's history when a room opens.
+const chatLoadTimeout = 2 * time.Second
 
 // minSeenIDs is how many recent message ids a room remembers at least, so
 // that a message resent after a reconnect is recognized.
@@ -98,4 +135,45 @@ func (l *chatLog) history(identity string) []ChatMessage {
 		}
 	}
 	return out
+}
+
+// merge adds what a store kept of the room's chat (the room was open on
+// another node meanwhile, or this process never had it): the ids it does
+// not know, and the messages it lacks, in time order, of which the last
+// data.history stay.
+func (l *chatLog) merge(h ChatHistory) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range h.IDs {
+		if _, ok := l.seen[id.ID]; !ok && id.ID != "" {
+			l.remember(id.ID, seenID{from: id.From, ts: id.TS})
+		}
+	}
+	all := make([]ChatMessage, 0, l.n+len(h.Messages))
+	have := make(map[string]bool, l.n+len(h.Messages))
+	for i := 0; i < l.n; i++ {
+		m := l.msgs[(l.start+i)%len(l.msgs)]
+		all = append(all, m)
+		have[m.ID] = true
+	}
+	added := false
+	for _, m := range h.Messages {
+		if have[m.ID] || m.ID == "" {
+			continue
+		}
+		have[m.ID] = true
+		if _, ok := l.seen[m.ID]; !ok {
+			l.remember(m.ID, seenID{from: m.From, ts: m.TS})
+		}
+		all = append(all, m)
+		added = true
+	}
+	if !added || len(l.msgs) == 0 {
+		return
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].TS < all[j].TS })
+	if len(all) > len(l.msgs) {
+		all = all[len(all)-len(l.msgs):]
+	}
+	l.start, l.n = 0, copy(l.msgs, all)
 }

@@ -411,6 +411,9 @@ func (r *Room) chatIn(p *Participant, raw []byte, now time.Time) error {
 	if dup {
 		return nil
 	}
+	if r.store != nil {
+		r.store.Append(r.name, msg)
+	}
 	out := encode(msg)
 	if target == nil {
 		r.broadcastLocked(out, p)

@@ -4,6 +4,7 @@
 package rooms
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
@@ -126,6 +127,7 @@ type Manager struct {
 	mu       sync.Mutex
 	rooms    map[string]*Room
 	chats    map[string]*chatLog // by room name; outlive their room for a while
+	store    ChatStore           // nil: chat lives in this process only
 	closed   bool
 	draining bool
 	changed  chan struct{} // closed and renewed whenever a room goes
@@ -141,6 +143,35 @@ func NewManager(cfg Config, engine *sfu.Engine, log *slog.Logger) *Manager {
 	}
 	return &Manager{cfg: cfg, engine: engine, log: log, rooms: map[string]*Room{}, chats: map[string]*chatLog{},
 		changed: make(chan struct{})}
+}
+
+// SetChatStore keeps the rooms' chat in s too (several nodes share it).
+// Call it before the first join: the store usually needs what is built
+// after the Manager (a cluster node, which reports the Manager's load).
+func (m *Manager) SetChatStore(s ChatStore) {
+	m.mu.Lock()
+	m.store = s
+	m.mu.Unlock()
+}
+
+// loadChat reads what the store keeps of a room's chat, when there is a
+// store and the room is not open here (a room that opens takes it). It
+// does Redis I/O: never call it with m.mu held.
+func (m *Manager) loadChat(room string) *ChatHistory {
+	m.mu.Lock()
+	store, open := m.store, m.rooms[room] != nil
+	m.mu.Unlock()
+	if store == nil || open {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), chatLoadTimeout)
+	defer cancel()
+	h, err := store.Load(ctx, room)
+	if err != nil {
+		m.log.Warn("the room's chat history could not be loaded; it starts with what this node kept", "room", room, "err", err)
+		return nil
+	}
+	return &h
 }
 
 // JoinParams describe a participant joining with a verified token.
@@ -159,6 +190,7 @@ func (m *Manager) Join(p JoinParams) (*Participant, error) {
 	if err := part.connect(m.engine, m.cfg.NegotiationTimeout); err != nil {
 		return nil, err
 	}
+	hist := m.loadChat(p.Room)
 
 	m.mu.Lock()
 	if m.closed || m.draining {
@@ -176,7 +208,7 @@ func (m *Manager) Join(p JoinParams) (*Participant, error) {
 			part.closePeers()
 			return nil, ErrTooManyRooms
 		}
-		r = m.newRoomLocked(p.Room, RoomOptions{})
+		r = m.newRoomLocked(p.Room, RoomOptions{}, hist)
 	}
 	part.room = r
 	// Lock order: manager, then room. Holding the manager lock keeps an
@@ -232,6 +264,9 @@ func (m *Manager) dropLocked(r *Room) {
 	r.chat.mu.Lock()
 	r.chat.released = time.Now()
 	r.chat.mu.Unlock()
+	if r.store != nil {
+		r.store.Release(r.name)
+	}
 	m.emit(Event{Type: EventRoomFinished, Room: r.name})
 	close(m.changed)
 	m.changed = make(chan struct{})
@@ -245,8 +280,9 @@ type RoomOptions struct {
 }
 
 // newRoomLocked makes and registers a room, with the chat log its name
-// had if it emptied less than HistoryRetention ago.
-func (m *Manager) newRoomLocked(name string, opts RoomOptions) *Room {
+// had if it emptied less than HistoryRetention ago, and what the store
+// kept of it (hist, nil without a store).
+func (m *Manager) newRoomLocked(name string, opts RoomOptions, hist *ChatHistory) *Room {
 	now := time.Now()
 	for n, l := range m.chats {
 		l.mu.Lock()
@@ -264,11 +300,14 @@ func (m *Manager) newRoomLocked(name string, opts RoomOptions) *Room {
 	l.mu.Lock()
 	l.released = time.Time{}
 	l.mu.Unlock()
+	if hist != nil {
+		l.merge(*hist)
+	}
 	if opts.MaxParticipants <= 0 {
 		opts.MaxParticipants = m.cfg.MaxParticipants
 	}
 	r := &Room{name: name, mgr: m, parts: map[string]*Participant{}, created: now, opts: opts, emptySince: now,
-		presence: map[string]*presence{}, screens: map[string]*Participant{}, chat: l, stop: make(chan struct{})}
+		presence: map[string]*presence{}, screens: map[string]*Participant{}, chat: l, store: m.store, stop: make(chan struct{})}
 	m.rooms[name] = r
 	go r.janitor(janitorTick(&m.cfg.Data))
 	go r.speakerLoop()

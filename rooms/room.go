@@ -22,6 +22,7 @@ type Room struct {
 	ready    []*Participant          // whose reliable data channel is open
 	screens  map[string]*Participant // live screen share track sid -> owner
 	chat     *chatLog
+	store    ChatStore     // the Manager's, or nil
 	stop     chan struct{} // ends the janitor when the room is dropped
 }
 

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/webrtc/v4"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parley-rtc/parley/internal/redistest"
@@ -407,7 +406,9 @@ func TestClusterNodeKilled(t *testing.T) {
 		return out
 	}
 	receiving(t, 15*time.Second, 100, all()...)
-	chat := peers["p1"].chatSend(t, "before the crash")
+	chat := fmt.Sprintf("p1-%d", time.Now().UnixNano())
+	watchChat(peers["p1"]).send(t, `{"type":"chat","id":"`+chat+`","text":"before the crash"}`)
+	watchChat(peers["p0"]).wait(t, "chat", chat)
 	owner := roomOwner(t, rdb, "survive")
 	var victim *child
 	var survivors []*child
@@ -474,8 +475,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	if newOwner == owner || newOwner == "" {
 		t.Fatalf("room on %q after its node %q died", newOwner, owner)
 	}
-	// Chat history in Redis comes with the cluster-state branch.
-	_ = chat
+	watchChat(peers["p2"]).wait(t, "history", chat)
 }
 
 // tryJoin joins, or reports false (refused, or no answer) for a retry.
@@ -488,38 +488,6 @@ func tryJoin(addr, room, identity, token string) (*peer, bool) {
 		p.close()
 	}
 	return p, ok
-}
-
-// chatSend sends a chat message on the reliable data channel and returns
-// its id.
-func (p *peer) chatSend(t *testing.T, text string) string {
-	t.Helper()
-	id := fmt.Sprintf("%s-%d", p.identity, time.Now().UnixNano())
-	eventually(t, 10*time.Second, "reliable data channel open", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.dc != nil && p.dc.ReadyState() == webrtc.DataChannelStateOpen
-	})
-	msg, _ := json.Marshal(map[string]string{"type": "chat", "id": id, "text": text})
-	p.mu.Lock()
-	dc := p.dc
-	p.mu.Unlock()
-	if err := dc.SendText(string(msg)); err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-// historyHas reports whether the chat history p received holds id.
-func (p *peer) historyHas(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, m := range p.data {
-		if strings.Contains(m, `"history"`) && strings.Contains(m, id) {
-			return true
-		}
-	}
-	return false
 }
 
 var _ net.Addr = hostAddr("")

@@ -133,6 +133,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 	if err != nil {
 		return err
 	}
+	var apiCluster admin.Cluster // nil: a single node
+	if node != nil {
+		// Chat history, room snapshots and events for every node; before
+		// the node takes joins (it sets the rooms' chat store).
+		state, err := startClusterState(cfg, node, mgr, bus, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, state.Close)
+		apiCluster = state
+	}
 	if node != nil {
 		node.OnPipe(sig.ServePipe)
 	}
@@ -146,7 +157,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		bus.OnEvent(hooks.Enqueue)
 		closers = append(closers, hooks.Close)
 	}
-	api := admin.New(admin.Config{Rooms: mgr, Bus: bus, Tokens: sig, Log: log.With("part", "admin"), Totals: func() admin.Totals {
+	api := admin.New(admin.Config{Rooms: mgr, Bus: bus, Tokens: sig, Log: log.With("part", "admin"), Cluster: apiCluster, Totals: func() admin.Totals {
 		rs, es := mgr.Stats(), engine.Stats()
 		return admin.Totals{Rooms: rs.Rooms, Participants: rs.Participants, PublishedTracks: rs.PublishedTracks,
 			SubscribedTracks: rs.SubscribedTracks, PacketsIn: es.PacketsIn, PacketsOut: es.PacketsOut, BytesIn: es.BytesIn, BytesOut: es.BytesOut}
