@@ -271,3 +271,24 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("place after recovery: %q %v", owner, err)
 	}
 }
+
+// TestPlacementRespectsMaxRooms: a node holding rooms.max_rooms rooms is
+// full, so a room it would refuse is placed elsewhere.
+func TestPlacementRespectsMaxRooms(t *testing.T) {
+	r := redistest.Start(t)
+	a, err := New(Config{Addr: r.Addr(), NodeID: "a", Heartbeat: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond, MaxRooms: 1}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if owner, err := a.Claim(ctx(t), "one"); err != nil || owner != "a" {
+		t.Fatalf("claim: %q %v", owner, err)
+	}
+	if _, err := a.Place(ctx(t), "two"); !errors.Is(err, ErrNoNode) {
+		t.Fatalf("a holds max_rooms and is alone: %v, want ErrNoNode", err)
+	}
+	b := newTestNode(t, r.Addr(), "b")
+	if owner, err := b.Place(ctx(t), "two"); err != nil || owner != "b" {
+		t.Fatalf("two placed on %q (%v), want b", owner, err)
+	}
+}

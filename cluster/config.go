@@ -33,6 +33,9 @@ type Config struct {
 	// new rooms (0: no limit); MaxCPU the share of its CPU (0.9).
 	MaxTracks int
 	MaxCPU    float64
+	// MaxRooms is the rooms the node holds at most (rooms.max_rooms): a
+	// node that holds that many is not given another.
+	MaxRooms int
 	// Load reports the node's own load; Rooms its rooms (re-claimed on
 	// every heartbeat, so that a Redis that lost its data is repaired).
 	Load  func() Load

@@ -37,6 +37,7 @@ type NodeInfo struct {
 	Heartbeat   int64    `json:"heartbeat"` // unix milliseconds
 	CPU         float64  `json:"cpu"`       // share of all cores, 0-1
 	MaxTracks   int      `json:"max_tracks,omitempty"`
+	MaxRooms    int      `json:"max_rooms,omitempty"`
 	MaxCPU      float64  `json:"max_cpu"`
 	Draining    bool     `json:"draining,omitempty"`
 	PlacedRooms int      `json:"placed_rooms"` // rooms Redis places on it
@@ -45,7 +46,8 @@ type NodeInfo struct {
 
 // full reports whether the node takes no new rooms.
 func (i *NodeInfo) full() bool {
-	return i.Draining || (i.MaxCPU > 0 && i.CPU >= i.MaxCPU) || (i.MaxTracks > 0 && i.Tracks >= i.MaxTracks)
+	return i.Draining || (i.MaxCPU > 0 && i.CPU >= i.MaxCPU) || (i.MaxTracks > 0 && i.Tracks >= i.MaxTracks) ||
+		(i.MaxRooms > 0 && max(i.Rooms, i.PlacedRooms) >= i.MaxRooms)
 }
 
 // score orders candidates: forwarded tracks, and rooms (placed ones count
@@ -325,7 +327,7 @@ func (n *Node) info() NodeInfo {
 	cpu := n.cpu.sample()
 	n.mu.Unlock()
 	i := NodeInfo{ID: n.ID(), URL: n.cfg.AdvertiseURL, PublicAddrs: n.cfg.PublicAddrs, Started: n.started.UnixMilli(),
-		Heartbeat: time.Now().UnixMilli(), CPU: cpu, MaxTracks: n.cfg.MaxTracks, MaxCPU: n.cfg.MaxCPU, Draining: draining}
+		Heartbeat: time.Now().UnixMilli(), CPU: cpu, MaxTracks: n.cfg.MaxTracks, MaxRooms: n.cfg.MaxRooms, MaxCPU: n.cfg.MaxCPU, Draining: draining}
 	if n.cfg.Load != nil {
 		i.Load = n.cfg.Load()
 	}

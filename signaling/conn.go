@@ -512,6 +512,11 @@ func (c *conn) join(j *Join) {
 	rl := &relay{to: c}
 	p, err := c.s.mgr.Join(rooms.JoinParams{Room: claims.Room, Identity: claims.Subject, Name: name, Grants: claims.Grants, Sink: rl})
 	if err != nil {
+		if c.s.cfg.Cluster != nil && c.s.mgr.Room(claims.Room) == nil {
+			// Placed here but refused (full, draining): free the room so
+			// that the next join places it elsewhere.
+			c.s.cfg.Cluster.Release(claims.Room)
+		}
 		code := errorCode(err)
 		c.fail(code, err.Error(), websocket.ClosePolicyViolation)
 		return

@@ -52,10 +52,23 @@ type Config struct {
 	// Cluster, when set, places each room on one node of several and
 	// relays the signaling of sockets held here for rooms held elsewhere
 	// (docs/scaling.md).
-	Cluster *cluster.Node
+	Cluster Cluster
 	// DevSecret, in development mode, is the secret of the dev-token key
 	// (shared by the nodes of a cluster); random when empty.
 	DevSecret string
+}
+
+// Cluster is what signaling needs of several nodes (cluster.Node).
+type Cluster interface {
+	ID() string
+	// Place finds (or chooses) the node of a room; Claim takes it for
+	// this node unless a live node holds it; Release frees it.
+	Place(ctx context.Context, room string) (string, error)
+	Claim(ctx context.Context, room string) (string, error)
+	Release(room string)
+	// Dial opens a pipe to node for a client at remote, with its first
+	// frame.
+	Dial(ctx context.Context, node, remote string, first []byte) (*cluster.Pipe, error)
 }
 
 // Validate fills defaults and names the first bad key.

@@ -486,7 +486,7 @@ func (c *Config) webhookConfig() events.WebhookConfig {
 func (c *Config) clusterConfig(httpAddr net.Addr) cluster.Config {
 	cc := cluster.Config{Addr: c.Redis.Addr, Username: c.Redis.Username, Password: c.Redis.Password, DB: c.Redis.DB,
 		TLS: c.Redis.TLS, NodeID: c.Cluster.NodeID, AdvertiseURL: c.Cluster.AdvertiseURL, PublicAddrs: c.RTC.PublicIPs,
-		Heartbeat: c.Cluster.Heartbeat, NodeTTL: c.Cluster.NodeTTL, MaxTracks: c.Cluster.MaxTracks, MaxCPU: c.Cluster.MaxCPU}
+		Heartbeat: c.Cluster.Heartbeat, NodeTTL: c.Cluster.NodeTTL, MaxTracks: c.Cluster.MaxTracks, MaxCPU: c.Cluster.MaxCPU, MaxRooms: c.Rooms.MaxRooms}
 	if cc.AdvertiseURL == "" && httpAddr != nil {
 		scheme := "http"
 		if c.HTTP.TLSCert != "" {
