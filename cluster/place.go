@@ -181,7 +181,7 @@ func (n *Node) releaseAll(ctx context.Context) {
 }
 
 func (n *Node) unavailable(err error) error {
-	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoNode) {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoNode) || errors.Is(err, ErrNodeGone) {
 		return err
 	}
 	return fmt.Errorf("%w: redis %s: %v", ErrUnavailable, n.cfg.Addr, err)
