@@ -32,8 +32,8 @@ const MAX_DEPARTURES = 200;
 // every server is full) is tried again after CLUSTER_BASE_MS * 2^n, at
 // most CLUSTER_MAX_MS, times a random 0.5-1: never sooner than half a
 // second, however often it is refused, for up to CLUSTER_GIVE_UP_MS. A
-// room that moved (room_moved) is joined again at once, but backs off the
-// same way when it moves again within MOVE_WINDOW_MS.
+// room that moved (room_moved) is joined again within half a second, but
+// backs off the same way when it moves again within MOVE_WINDOW_MS.
 const CLUSTER_BASE_MS = 1000;
 const CLUSTER_MAX_MS = 15000;
 const CLUSTER_GIVE_UP_MS = 10 * 60 * 1000;
