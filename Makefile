@@ -6,7 +6,7 @@ export GOFLAGS := -buildvcs=false
 export DEBIAN_FRONTEND := noninteractive
 
 # command:Debian package, installed by `make deps` when the command is missing.
-# redis-server is for the planned multi-node mode and its tests.
+# redis-server runs in the multi-node tests (internal/redistest).
 TEST_DEPS := chromium:chromium redis-server:redis-server turnutils_uclient:coturn \
 	docker-compose:docker-compose ip:iproute2 unshare:util-linux
 

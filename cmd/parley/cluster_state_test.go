@@ -22,8 +22,8 @@ import (
 // the admin API, the event stream and the chat history of any node cover
 // every room of the cluster.
 
-// inCluster makes a node of the cluster on redisAddr, with a fast
-// heartbeat and the shared API keys.
+// inCluster makes a node of the cluster on redisAddr (named id; empty: the
+// default name), with a fast heartbeat and the shared API keys.
 func inCluster(redisAddr, id string) func(*Config) {
 	return func(c *Config) {
 		withKeys(c)

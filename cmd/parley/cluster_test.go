@@ -44,14 +44,6 @@ type hostAddr string
 func (a hostAddr) Network() string { return "tcp" }
 func (a hostAddr) String() string  { return string(a) }
 
-// withRedis makes a server a node of the cluster on redis at addr.
-func withRedis(addr string) func(*Config) {
-	return func(c *Config) {
-		withKeys(c)
-		c.Redis.Addr = addr
-	}
-}
-
 // roomOwner reads the room's node from Redis.
 func roomOwner(t *testing.T, rdb *redis.Client, room string) string {
 	t.Helper()
@@ -144,7 +136,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	defer rdb.Close()
 	var addrs []Addrs
 	for range 3 {
-		_, a, stop := launch(t, withRedis(r.Addr()))
+		_, a, stop := launch(t, inCluster(r.Addr(), ""))
 		defer stop()
 		addrs = append(addrs, a)
 	}
@@ -234,10 +226,9 @@ func TestClusterRedisOutage(t *testing.T) {
 	r := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rdb.Close()
-	fast := func(c *Config) { c.Cluster.Heartbeat = 200 * time.Millisecond; c.Cluster.NodeTTL = time.Second }
-	baseA, a, stopA := launch(t, withRedis(r.Addr()), fast)
+	baseA, a, stopA := launch(t, inCluster(r.Addr(), ""))
 	defer stopA()
-	baseB, b, stopB := launch(t, withRedis(r.Addr()), fast)
+	baseB, b, stopB := launch(t, inCluster(r.Addr(), ""))
 	defer stopB()
 	nodeIDs(t, rdb, 2)
 	pa, ok := joinPeer(t, a.HTTP, "call", "pa", mint(t, "call", "pa", participantGrants))
@@ -531,7 +522,7 @@ func TestClusterDrain(t *testing.T) {
 	r := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rdb.Close()
-	opts := []func(*Config){withRedis(r.Addr()), func(c *Config) { c.DrainTimeout = 5 * time.Second }}
+	opts := []func(*Config){inCluster(r.Addr(), ""), func(c *Config) { c.DrainTimeout = 5 * time.Second }}
 	a0, drain0, done0 := launchDrainable(t, opts...)
 	a1, drain1, done1 := launchDrainable(t, opts...)
 	ids := nodeIDs(t, rdb, 2)
@@ -629,8 +620,8 @@ func (p *peer) pingRTT(t *testing.T, n int) time.Duration {
 // the sockets relayed) without loss.
 func TestLoadtestCluster(t *testing.T) {
 	r := redistest.Start(t)
-	base0, _ := startServer(t, withRedis(r.Addr()))
-	base1, _ := startServer(t, withRedis(r.Addr()))
+	base0, _ := startServer(t, inCluster(r.Addr(), ""))
+	base1, _ := startServer(t, inCluster(r.Addr(), ""))
 	cfg := loadtest.Config{URL: base0, Nodes: []string{base1}, Rooms: 2, Publishers: 1, Subscribers: 3, VideoBitrate: 300_000,
 		Audio: true, Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret, Loopback: true}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -16,11 +16,11 @@ import (
 // until restore; blockWebSockets does the same to WebSockets only, so the
 // page can still be loaded.
 type tcpProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
+	ln net.Listener
+	wg sync.WaitGroup
 
 	mu     sync.Mutex
+	target string
 	down   bool // cut: refuse everything
 	noWS   bool // refuse WebSocket upgrades
 	closed bool
@@ -80,7 +80,10 @@ func (p *tcpProxy) handle(client net.Conn) {
 	if !p.admit(pc, bytes.HasPrefix(line, []byte("GET /rtc"))) {
 		return
 	}
-	up, err := net.Dial("tcp", p.target)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	up, err := net.Dial("tcp", target)
 	if err != nil {
 		return
 	}
@@ -155,6 +158,14 @@ func (p *tcpProxy) cut() {
 func (p *tcpProxy) restore() {
 	p.mu.Lock()
 	p.down = false
+	p.mu.Unlock()
+}
+
+// retarget sends new connections to another address, as a load balancer
+// does when a server goes away; open ones stay where they are.
+func (p *tcpProxy) retarget(target string) {
+	p.mu.Lock()
+	p.target = target
 	p.mu.Unlock()
 }
 

@@ -27,6 +27,24 @@ const RESUME_MAX_MS = 5000;
 const JOIN_MAX_MS = 10000;
 const MAX_REJOINS = 8;
 const MAX_DEPARTURES = 200;
+// Several servers (docs/scaling.md). A join refused with a CLUSTER_RETRY
+// code (the room's server does not answer yet, Redis does not answer,
+// every server is full) is tried again after CLUSTER_BASE_MS * 2^n, at
+// most CLUSTER_MAX_MS, times a random 0.5-1: never sooner than half a
+// second, however often it is refused, for up to CLUSTER_GIVE_UP_MS. A
+// room that moved (room_moved) is joined again within half a second, but
+// backs off the same way when it moves again within MOVE_WINDOW_MS.
+const CLUSTER_BASE_MS = 1000;
+const CLUSTER_MAX_MS = 15000;
+const CLUSTER_GIVE_UP_MS = 10 * 60 * 1000;
+const MOVE_WINDOW_MS = 30000;
+// The badge and the message while the page waits for the servers.
+const CLUSTER_STATUS = {
+  room_moved: ['the room is moving to another server…', 'The room is moving to another server. Joining again…'],
+  node_unavailable: ['the room is moving to another server…', "The room's server does not answer; the room is moving to another server. Trying again…"],
+  cluster_unavailable: ['waiting for the servers…', 'The servers cannot reach their shared state right now. Trying again…'],
+  no_node_available: ['waiting for a free server…', 'Every server is full or restarting. Trying again…'],
+};
 
 // ---- application state -------------------------------------------------------
 
@@ -37,6 +55,11 @@ const app = {
   camera: null, // MediaStream of our camera and microphone, or null
   screen: null, // MediaStream of our screen share, or null
   attempts: 0, // reconnect attempts since the last successful join or resume
+  clusterTries: 0, // joins refused for now by the servers (CLUSTER_RETRY) since then
+  clusterSince: 0, // when the first of those was refused; 0 when none was
+  moves: 0, // room_moved in a row, each within MOVE_WINDOW_MS of the last
+  movedAt: 0, // when the room last moved
+  retryText: '', // the badge while waiting for the servers ('' otherwise)
   retryTimer: 0,
   retryAt: 0, // when the next attempt is due; 0 when none is scheduled
   epoch: 0, // counts joins started, so that a superseded one gives up
@@ -168,15 +191,15 @@ function onJoined(s, d) {
 function updateState() {
   const s = app.session;
   if (!s || s.ended) {
-    if (app.join && app.retryAt) setState('reconnecting'); // between two joins
+    if (app.join && app.retryAt) setState('reconnecting', app.retryText); // between two joins
     return;
   }
   if (!s.self) {
-    setState(app.attempts > 0 ? 'reconnecting' : 'connecting');
+    setState(app.attempts > 0 || app.retryText ? 'reconnecting' : 'connecting', app.retryText);
     return;
   }
   if (!s.live) {
-    setState('reconnecting');
+    setState('reconnecting', app.retryText);
     return;
   }
   const states = [s.pub, s.sub].filter(inUse).map((pc) => pc.connectionState);
@@ -187,9 +210,26 @@ function updateState() {
 
 // reconnected: joined or resumed; the retries start from scratch.
 function reconnected() {
-  if (app.attempts > 0) ui.showMessage(''); // back after a reconnect
+  if (app.attempts > 0 || app.retryText) ui.showMessage(''); // back after a reconnect
   app.attempts = 0;
+  app.clusterTries = 0;
+  app.clusterSince = 0;
+  app.retryText = '';
   clearRetry();
+}
+
+// waitForServers shows why the page waits (a CLUSTER_STATUS code).
+function waitForServers(code) {
+  const [badge, text] = CLUSTER_STATUS[code] || CLUSTER_STATUS.cluster_unavailable;
+  app.retryText = badge;
+  ui.showMessage(text, 'info');
+}
+
+// clusterDelay is the wait before the n-th retry (from 0) after the
+// servers refused: 0.5-1 s, 1-2 s, 2-4 s, … up to CLUSTER_MAX_MS.
+function clusterDelay(n) {
+  const d = Math.min(CLUSTER_MAX_MS, CLUSTER_BASE_MS * 2 ** Math.min(n, 16));
+  return d / 2 + Math.random() * (d / 2);
 }
 
 // sessionDropped: the socket dropped, the session (its connections,
@@ -199,6 +239,10 @@ function sessionDropped(s, ev) {
   console.info('parley: the connection to the server dropped', ev.code, ev.reason || '');
   chat.render();
   updateControls();
+  // A resume refused for now by the servers is tried again, with the
+  // usual backoff, while the session may still wait on its server.
+  if (s.retryCode) waitForServers(s.retryCode);
+  else app.retryText = '';
   scheduleRetry();
 }
 
@@ -217,7 +261,9 @@ function onResumed(s, d) {
 }
 
 // sessionClosed: the session is over. Unless that is final, the page
-// joins afresh, at once when the server refused to resume it.
+// joins afresh: at once when the server refused to resume it or the room
+// moved to another server (room_moved), after a growing wait when the
+// servers refused the join for now (CLUSTER_RETRY).
 function sessionClosed(s, ev) {
   if (s !== app.session) return;
   app.session = null;
@@ -225,6 +271,7 @@ function sessionClosed(s, ev) {
   chat.render();
   if (s.fatal || !app.join) {
     app.join = null;
+    app.retryText = '';
     teardown();
     setState('disconnected');
     if ($('message').hidden) ui.showMessage('You are no longer in the room.', 'info');
@@ -232,6 +279,30 @@ function sessionClosed(s, ev) {
     return;
   }
   stopScreen();
+  if (s.moved) {
+    // The room's server stopped or drains: join again (a fresh session,
+    // new peer connections); the room is placed on a live server.
+    const now = Date.now();
+    app.moves = now - app.movedAt < MOVE_WINDOW_MS ? app.moves + 1 : 0;
+    app.movedAt = now;
+    console.info('parley: the room moved to another server; joining again', app.moves);
+    waitForServers('room_moved');
+    scheduleRetry(app.moves === 0 ? Math.random() * RETRY_BASE_MS : clusterDelay(app.moves - 1));
+    return;
+  }
+  if (s.retryCode) {
+    // Refused for now: the same join works again in a few seconds.
+    const now = Date.now();
+    if (!app.clusterSince) app.clusterSince = now;
+    if (now - app.clusterSince > CLUSTER_GIVE_UP_MS) {
+      giveUp(s.retryCode);
+      return;
+    }
+    waitForServers(s.retryCode);
+    scheduleRetry(clusterDelay(app.clusterTries++));
+    return;
+  }
+  app.retryText = '';
   if (s.resumeFailed) app.attempts = 0;
   if (app.attempts >= MAX_REJOINS) {
     giveUp(ev.reason);
@@ -240,12 +311,16 @@ function sessionClosed(s, ev) {
   scheduleRetry();
 }
 
-function scheduleRetry() {
+// scheduleRetry schedules the next attempt after delay ms, or after the
+// usual backoff (which counts as an attempt) when delay is not given.
+function scheduleRetry(delay) {
   clearTimeout(app.retryTimer);
   const s = app.session;
   const resuming = !!(s && s.self && !s.live);
-  let delay = Math.random() * Math.min(resuming ? RESUME_MAX_MS : JOIN_MAX_MS, RETRY_BASE_MS * 2 ** app.attempts);
-  app.attempts++;
+  if (delay === undefined) {
+    delay = Math.random() * Math.min(resuming ? RESUME_MAX_MS : JOIN_MAX_MS, RETRY_BASE_MS * 2 ** app.attempts);
+    app.attempts++;
+  }
   // A session the server has certainly ended by then is given up then.
   if (resuming) delay = Math.max(0, Math.min(delay, s.graceLeft()));
   app.retryAt = Date.now() + delay;
@@ -289,7 +364,7 @@ function retryNow() {
 async function rejoin() {
   const epoch = ++app.epoch;
   const { room, name } = app.join;
-  setState('reconnecting');
+  setState('reconnecting', app.retryText);
   let token;
   try {
     ({ token } = await getToken(room, name, params.get('token')));
@@ -308,6 +383,7 @@ async function rejoin() {
 
 function giveUp(reason) {
   clearRetry();
+  app.retryText = '';
   setState('disconnected');
   ui.showMessage(`The connection to the server was lost${reason ? ` (${reason})` : ''}. Reload the page to join again.`);
 }
@@ -492,6 +568,10 @@ async function join(room, name) {
   if (epoch !== app.epoch) return;
   app.join = { room, name, token };
   app.attempts = 0;
+  app.clusterTries = 0;
+  app.clusterSince = 0;
+  app.moves = 0;
+  app.retryText = '';
   app.session = new Session(token, room, host);
   refreshDevices();
   updateState();
@@ -518,6 +598,7 @@ function leave() {
   app.epoch++;
   app.join = null;
   app.session = null;
+  app.retryText = '';
   if (s) s.leave();
   teardown();
   setState('disconnected', 'left');

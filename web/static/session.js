@@ -34,10 +34,18 @@ const ERRORS = {
   rate_limited: 'This page sent the server too many messages.',
   resume_failed: 'The session could not be resumed.',
   internal: 'The server had a problem.',
+  // Several servers (docs/scaling.md).
+  cluster_unavailable: 'The servers cannot reach their shared state right now.',
+  no_node_available: 'Every server is full or restarting.',
+  node_unavailable: "The room's server does not answer; the room is moving to another server.",
+  room_moved: 'The room is moving to another server.',
 };
 // Errors after which joining again with the same token cannot work.
 const FATAL = new Set(['unsupported_protocol', 'not_joined', 'invalid_token', 'token_expired', 'room_mismatch',
   'room_full', 'too_many_rooms']);
+// Errors of several servers that refuse a join (or resume) for now: the
+// same request works again in a few seconds (the page backs off).
+export const CLUSTER_RETRY = new Set(['cluster_unavailable', 'no_node_available', 'node_unavailable']);
 // Errors that refuse our last publisher offer: no answer will come.
 const OFFER_REFUSED = new Set(['bad_request', 'bad_sdp', 'permission_denied', 'too_many_tracks']);
 
@@ -46,6 +54,7 @@ const LEAVE_REASONS = {
   duplicate_identity: 'You joined this room from another tab or device.',
   removed: 'You were removed from the room.',
   room_closed: 'The room was closed.',
+  room_moved: 'The room is moving to another server.',
 };
 
 const ANSWER_TIMEOUT_MS = 15000;
@@ -127,6 +136,11 @@ export class Session {
     this.resuming = false; // a resume is under way on the current socket
     this.resumeFailed = false; // the server refused to resume: join afresh
     this.gone = false; // the server sent leave: the session is over
+    // Several servers: moved is a room_moved (leave or error): join again
+    // with the same token; retryCode a CLUSTER_RETRY refusal of the join
+    // or resume: try again after a backoff.
+    this.moved = false;
+    this.retryCode = '';
     this.resumes = 0;
     this.connectTimer = 0;
     this.keepalive = 0;
@@ -309,6 +323,7 @@ export class Session {
   reconnect() {
     if (this.ended || this.live) return;
     this.resuming = true;
+    this.retryCode = '';
     this.signal.connect();
     clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(() => {
@@ -325,6 +340,7 @@ export class Session {
       return;
     }
     this.resuming = false;
+    this.retryCode = '';
     this.droppedAt = 0;
     this.resumes++;
     clearTimeout(this.connectTimer);
@@ -728,6 +744,7 @@ export class Session {
   // final; after a shutdown or a failed connection the page joins again.
   onLeave(d) {
     this.gone = true;
+    if (d.reason === 'room_moved') this.moved = true;
     const final = d.reason === 'duplicate_identity' || d.reason === 'removed' || d.reason === 'room_closed';
     if (final) this.fatal = true;
     const text = LEAVE_REASONS[d.reason] || `The server ended the session (${d.reason || 'closed'}).`;
@@ -736,6 +753,26 @@ export class Session {
 
   onError(d) {
     console.warn('parley: server error', d.code, d.message);
+    if (d.code === 'room_moved') {
+      // The room's server stopped or drains: this session is over; a new
+      // join places the room on a live server. The socket closes next.
+      this.moved = true;
+      this.gone = true;
+      return;
+    }
+    if (CLUSTER_RETRY.has(d.code) && (!this.self || this.resuming)) {
+      // The join or resume was refused for now (the socket closes next):
+      // the page tries again after a backoff. A refused resume is not a
+      // lost session: the session may still be waiting on its server.
+      this.retryCode = d.code;
+      return;
+    }
+    if (CLUSTER_RETRY.has(d.code)) {
+      // In a session: a message could not be relayed to the room's server
+      // and was lost; the session goes on.
+      ui.showMessage(`${ERRORS[d.code]} A message to the server was lost.`, 'info');
+      return;
+    }
     // Any refusal of a resume (an older server says not_joined) means: join
     // afresh. The server closes the socket next.
     if (this.resuming || d.code === 'resume_failed') {
