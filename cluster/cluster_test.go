@@ -292,3 +292,43 @@ func TestPlacementRespectsMaxRooms(t *testing.T) {
 		t.Fatalf("two placed on %q (%v), want b", owner, err)
 	}
 }
+
+// TestSplitRoomMoves: a room this node holds that Redis placed on another
+// live node (while this one was cut off) is reported lost, so that its
+// participants join the other half; one whose node is dead is taken back.
+func TestSplitRoomMoves(t *testing.T) {
+	r := redistest.Start(t)
+	lost := make(chan string, 4)
+	a, err := New(Config{Addr: r.Addr(), NodeID: "a", Heartbeat: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond,
+		Rooms: func() []string { return []string{"split", "orphan"} }, Lost: func(room string) { lost <- room }}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := newTestNode(t, r.Addr(), "b")
+	rdb := a.Redis()
+	rdb.Set(ctx(t), roomKey("split"), "b", 0)      // b is alive
+	rdb.Set(ctx(t), roomKey("orphan"), "ghost", 0) // no such node
+	select {
+	case room := <-lost:
+		if room != "split" {
+			t.Fatalf("lost %q, want split", room)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the split room was not reported within 3s")
+	}
+	eventually(t, 3*time.Second, "orphan taken back", func() bool {
+		o, _ := b.Owner(ctx(t), "orphan")
+		return o == "a"
+	})
+	if o, _ := b.Owner(ctx(t), "split"); o != "b" {
+		t.Fatalf("split now on %q, want b (its live holder)", o)
+	}
+	select {
+	case room := <-lost:
+		if room != "split" {
+			t.Fatalf("lost %q", room)
+		}
+	default:
+	}
+}

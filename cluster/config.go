@@ -40,6 +40,10 @@ type Config struct {
 	// every heartbeat, so that a Redis that lost its data is repaired).
 	Load  func() Load
 	Rooms func() []string
+	// Lost is told of a room this node holds that Redis places on another
+	// live node (it was placed there while this node was cut off from
+	// Redis): its participants should move there (join again).
+	Lost func(room string)
 }
 
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)

@@ -226,7 +226,7 @@ func (n *Node) heartbeatLoop() {
 func (n *Node) beat() {
 	ctx, cancel := context.WithTimeout(n.ctx, max(n.cfg.Heartbeat, time.Second))
 	defer cancel()
-	err := n.register(ctx)
+	lost, err := n.register(ctx)
 	var nodes []NodeInfo
 	if err == nil {
 		nodes, err = n.readRegistry(ctx)
@@ -291,6 +291,11 @@ func (n *Node) beat() {
 		n.log.Warn("peer node stopped; ending the sessions it carried", "peer", p.peer)
 		p.remoteClose(CloseNodeFailed, "node_failed")
 	}
+	if n.cfg.Lost != nil {
+		for _, r := range lost {
+			n.cfg.Lost(r)
+		}
+	}
 }
 
 // silent reports whether this node has watched id's heartbeat stand
@@ -334,7 +339,7 @@ func (n *Node) info() NodeInfo {
 	return i
 }
 
-func (n *Node) register(ctx context.Context) error {
+func (n *Node) register(ctx context.Context) (lost []string, err error) {
 	data, _ := json.Marshal(n.info())
 	// Re-claim the node's rooms every few beats, and at once after an
 	// outage (a Redis that restarted empty forgot them).
@@ -352,17 +357,38 @@ func (n *Node) register(ctx context.Context) error {
 	pipe.Set(ctx, nodeKey(n.ID()), data, n.cfg.NodeTTL)
 	pipe.SAdd(ctx, nodesKey, n.ID())
 	claims := make([]*redis.BoolCmd, len(rooms))
+	owners := make([]*redis.StringCmd, len(rooms))
 	for i, r := range rooms {
 		claims[i] = pipe.SetNX(ctx, roomKey(r), n.ID(), 0)
-		pipe.SAdd(ctx, nodeRoomsKey(n.ID()), r)
+		owners[i] = pipe.Get(ctx, roomKey(r))
 	}
-	_, err := pipe.Exec(ctx)
-	for i, c := range claims {
-		if ok, _ := c.Result(); ok {
-			n.log.Info("room re-claimed in Redis (it had forgotten it)", "room", rooms[i])
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	var mine []any
+	for i, r := range rooms {
+		if ok, _ := claims[i].Result(); ok {
+			n.log.Info("room re-claimed in Redis (it had forgotten it)", "room", r)
+		}
+		owner := owners[i].Val()
+		if owner != n.ID() {
+			// Placed elsewhere while this node was cut off from Redis:
+			// unless that node is dead, the room is split in two.
+			if owner, err = n.claim(ctx, r, "", n.ID()); err != nil {
+				return nil, err
+			}
+		}
+		if owner == n.ID() {
+			mine = append(mine, r)
+		} else {
+			n.log.Warn("room held here was placed on another node meanwhile; moving its participants there", "room", r, "node", owner)
+			lost = append(lost, r)
 		}
 	}
-	return err
+	if len(mine) > 0 {
+		err = n.rdb.SAdd(ctx, nodeRoomsKey(n.ID()), mine...).Err()
+	}
+	return lost, err
 }
 
 // readRegistry reads every live node, with the rooms placed on it, and

@@ -344,16 +344,24 @@ func (m *Manager) WaitEmpty(ctx context.Context) error {
 // get Closed{Reason: "room_moved"} and join again: several nodes drain so)
 // and ends their sessions here.
 func (m *Manager) MoveAll() {
-	m.mu.Lock()
-	var all []*Participant
-	for _, r := range m.rooms {
-		r.mu.Lock()
-		for _, p := range r.parts {
-			all = append(all, p)
-		}
-		r.mu.Unlock()
+	for _, r := range m.roomList() {
+		m.MoveRoom(r.name)
 	}
-	m.mu.Unlock()
+}
+
+// MoveRoom does what MoveAll does for one room (one that Redis placed on
+// another node while this one was cut off).
+func (m *Manager) MoveRoom(name string) {
+	r := m.Room(name)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	all := make([]*Participant, 0, len(r.parts))
+	for _, p := range r.parts {
+		all = append(all, p)
+	}
+	r.mu.Unlock()
 	for _, p := range all {
 		p.sink.Send(Closed{Reason: "room_moved"})
 		p.leave("room_moved")

@@ -639,8 +639,11 @@ func (c *conn) deliver(ev any) {
 			c.send(TypeLeave, Leave{Reason: e.Reason})
 		}
 		closeCode := websocket.CloseNormalClosure
-		if e.Reason == "server_shutdown" {
+		switch e.Reason {
+		case "server_shutdown":
 			closeCode = websocket.CloseGoingAway
+		case "room_moved":
+			closeCode = websocket.CloseServiceRestart
 		}
 		c.finish(e.Reason, closeCode, e.Reason)
 	}

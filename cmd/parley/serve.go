@@ -111,6 +111,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 			return cluster.Load{Rooms: s.Rooms, Participants: s.Participants, Tracks: s.SubscribedTracks}
 		}
 		ccfg.Rooms = mgr.Rooms
+		ccfg.Lost = mgr.MoveRoom
 		if node, err = cluster.New(ccfg, log.With("part", "cluster")); err != nil {
 			return err
 		}
