@@ -128,7 +128,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		if err := node.Healthy(); err != nil {
 			log.Error("Redis does not answer yet; the node keeps trying (see /readyz)", "err", err)
 		}
-		log.Info("cluster node", "id", node.ID(), "redis", cfg.Redis.Addr)
+		log.Info("cluster node", "id", node.ID(), "redis", cfg.Redis.Addr, "advertise_url", ccfg.AdvertiseURL)
+		if cfg.Cluster.AdvertiseURL == "" && strings.HasPrefix(ccfg.AdvertiseURL, "http://127.0.0.1:") {
+			log.Info("cluster.advertise_url is not set, so the other nodes reach this one at " + ccfg.AdvertiseURL +
+				": fine while every node runs on this host; set it to an address they can reach otherwise (admin actions on this node's rooms go there)")
+		}
 	}
 	sig, err := signaling.NewServer(scfg, mgr, log.With("part", "signaling"))
 	if err != nil {
