@@ -128,7 +128,7 @@ func receiving(t *testing.T, within time.Duration, n int64, peers ...*peer) {
 
 // TestClusterThreeNodes: participants whose WebSockets reach three
 // different nodes join one room, which lives on one node; they see the
-// same roster and exchange media. Many rooms opened through one node are
+// same roster, exchange media and chat. Many rooms opened through one node are
 // spread over the three.
 func TestClusterThreeNodes(t *testing.T) {
 	r := redistest.Start(t)
@@ -190,6 +190,16 @@ func TestClusterThreeNodes(t *testing.T) {
 	})
 	// Two audio tracks of 50 packets a second reach each participant.
 	receiving(t, 15*time.Second, 150, peers...)
+	// Chat from the participant on each node reaches the other two.
+	for i, p := range peers {
+		id := fmt.Sprintf("hello-from-%d-%d", i, time.Now().UnixNano())
+		watchChat(p).send(t, `{"type":"chat","id":"`+id+`","text":"hi"}`)
+		for _, q := range peers {
+			if q != p {
+				watchChat(q).wait(t, "chat", id)
+			}
+		}
+	}
 	// What relaying costs a signaling round trip (logged, not asserted:
 	// the machine is shared).
 	for i, p := range peers {
