@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/parley-rtc/parley/internal/redistest"
 )
 
@@ -331,4 +333,45 @@ func TestSplitRoomMoves(t *testing.T) {
 		}
 	default:
 	}
+}
+
+// TestSentinelFailover: a node that finds Redis through Sentinel follows a
+// failover: the primary dies, the sentinel promotes its replica, and the
+// node places rooms again, with the placements made before.
+func TestSentinelFailover(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.StartReplica(t, primary)
+	sentinel := redistest.StartSentinel(t, primary, "parley-main")
+	n, err := New(Config{SentinelMaster: "parley-main", SentinelAddrs: []string{sentinel.Addr()}, NodeID: "s",
+		Heartbeat: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Healthy(); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := n.Place(ctx(t), "before"); err != nil || owner != "s" {
+		t.Fatalf("place through sentinel: %q %v", owner, err)
+	}
+	// Let the replica catch up, then kill the primary.
+	rep := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+	defer rep.Close()
+	eventually(t, 5*time.Second, "the placement on the replica", func() bool {
+		v, _ := rep.Get(ctx(t), roomKey("before")).Result()
+		return v == "s"
+	})
+	primary.Stop()
+	failed := time.Now()
+	eventually(t, 30*time.Second, "a room placed after the failover", func() bool {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		owner, err := n.Place(c, "after")
+		return err == nil && owner == "s"
+	})
+	t.Logf("placing again %s after the primary died (sentinel: 1 s down-after)", time.Since(failed).Round(time.Millisecond))
+	if owner, err := n.Owner(ctx(t), "before"); err != nil || owner != "s" {
+		t.Fatalf("placement from before the failover: %q %v", owner, err)
+	}
+	eventually(t, 5*time.Second, "healthy again", func() bool { return n.Healthy() == nil })
 }

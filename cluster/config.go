@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -16,6 +17,12 @@ type Config struct {
 	Password string
 	DB       int
 	TLS      bool
+	// SentinelMaster, with SentinelAddrs (host:port of the sentinels),
+	// finds the Redis primary through Redis Sentinel instead of Addr, and
+	// follows it when a failover promotes another.
+	SentinelMaster   string
+	SentinelAddrs    []string
+	SentinelPassword string
 
 	// NodeID names this node in the registry (default: host name and a
 	// random suffix, new on every start).
@@ -50,8 +57,13 @@ var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
 
 // Validate fills defaults and names the first bad key.
 func (c *Config) Validate() error {
-	if c.Addr == "" {
-		return fmt.Errorf("%w: redis.addr is empty", ErrBadConfig)
+	switch {
+	case c.Addr == "" && c.SentinelMaster == "":
+		return fmt.Errorf("%w: redis.addr (or redis.sentinel_master) is empty", ErrBadConfig)
+	case c.Addr != "" && c.SentinelMaster != "":
+		return fmt.Errorf("%w: redis.addr and redis.sentinel_master exclude each other: with Sentinel, Parley asks the sentinels for the primary", ErrBadConfig)
+	case c.SentinelMaster != "" && len(c.SentinelAddrs) == 0:
+		return fmt.Errorf("%w: redis.sentinel_addrs: list the sentinels (host:port) that watch %q", ErrBadConfig, c.SentinelMaster)
 	}
 	if c.DB < 0 {
 		return fmt.Errorf("%w: redis.db must not be negative", ErrBadConfig)
@@ -84,4 +96,12 @@ func (c *Config) Validate() error {
 		c.MaxCPU = 0.9
 	}
 	return nil
+}
+
+// where names the Redis in messages.
+func (c *Config) where() string {
+	if c.SentinelMaster != "" {
+		return fmt.Sprintf("%s (sentinels %s)", c.SentinelMaster, strings.Join(c.SentinelAddrs, ","))
+	}
+	return c.Addr
 }

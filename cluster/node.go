@@ -101,14 +101,25 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	opts := &redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
-		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
-		MaxRetries: 1, MinRetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond}
+	var tlsConfig *tls.Config
 	if cfg.TLS {
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	var rdb *redis.Client
+	if cfg.SentinelMaster != "" {
+		// Sentinel finds the primary, and the new one after a failover.
+		rdb = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: cfg.SentinelMaster, SentinelAddrs: cfg.SentinelAddrs,
+			SentinelPassword: cfg.SentinelPassword,
+			Username:         cfg.Username, Password: cfg.Password, DB: cfg.DB, TLSConfig: tlsConfig,
+			DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
+			MaxRetries: 1, MinRetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond})
+	} else {
+		rdb = redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+			TLSConfig: tlsConfig, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
+			MaxRetries: 1, MinRetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), rdb: redis.NewClient(opts), started: time.Now(),
+	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), rdb: rdb, started: time.Now(),
 		ctx: ctx, cancel: cancel, lastSeen: map[string]time.Time{}, lastBeat: map[string]int64{}, pipes: map[string]*Pipe{},
 		releaseCh: make(chan string, 1024), health: fmt.Errorf("%w: not contacted yet", ErrUnavailable)}
 	n.cpu.sample()
@@ -236,7 +247,7 @@ func (n *Node) beat() {
 	was := n.health
 	if err != nil {
 		if !errors.Is(err, ErrUnavailable) {
-			err = fmt.Errorf("%w: redis %s: %v", ErrUnavailable, n.cfg.Addr, err)
+			err = fmt.Errorf("%w: redis %s: %v", ErrUnavailable, n.cfg.where(), err)
 		}
 		n.health = err
 	} else {
@@ -296,6 +307,32 @@ func (n *Node) beat() {
 			n.cfg.Lost(r)
 		}
 	}
+}
+
+// mayRelease reports whether the rooms of id, whose registration is gone,
+// may be released: not this node's own, and only once Redis has answered
+// this node for a full NodeTTL (after an outage every live node has had
+// the time to register again).
+func (n *Node) mayRelease(id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return id != n.ID() && n.health == nil && !n.recovered.IsZero() && time.Since(n.recovered) > n.cfg.NodeTTL
+}
+
+// seenAlive reports whether this node saw id's heartbeat change within
+// NodeTTL (counting from Redis's return after an outage): a node whose
+// registration a restarted Redis forgot is not dead for that.
+func (n *Node) seenAlive(id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	seen, ok := n.lastSeen[id]
+	if !ok {
+		return false
+	}
+	if seen.Before(n.recovered) {
+		seen = n.recovered
+	}
+	return time.Since(seen) <= n.cfg.NodeTTL
 }
 
 // silent reports whether this node has watched id's heartbeat stand
@@ -415,7 +452,9 @@ func (n *Node) readRegistry(ctx context.Context) ([]NodeInfo, error) {
 	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
-			n.releaseDead(ctx, ids[i])
+			if n.mayRelease(ids[i]) {
+				n.releaseDead(ctx, ids[i])
+			}
 			continue
 		}
 		var info NodeInfo

@@ -53,7 +53,7 @@ func (n *Node) Owner(ctx context.Context, room string) (string, error) {
 	if err != nil {
 		return "", n.unavailable(err)
 	}
-	if alive == 0 || n.silent(owner) {
+	if (alive == 0 && !n.seenAlive(owner)) || n.silent(owner) {
 		return "", nil
 	}
 	return owner, nil
@@ -74,7 +74,7 @@ func (n *Node) Place(ctx context.Context, room string) (string, error) {
 		if err != nil {
 			return "", n.unavailable(err)
 		}
-		if alive == 1 && !n.silent(owner) {
+		if (alive == 1 && !n.silent(owner)) || (alive == 0 && n.seenAlive(owner)) {
 			return owner, nil
 		}
 	}
@@ -194,5 +194,5 @@ func (n *Node) unavailable(err error) error {
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoNode) || errors.Is(err, ErrNodeGone) {
 		return err
 	}
-	return fmt.Errorf("%w: redis %s: %v", ErrUnavailable, n.cfg.Addr, err)
+	return fmt.Errorf("%w: redis %s: %v", ErrUnavailable, n.cfg.where(), err)
 }

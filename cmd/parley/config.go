@@ -106,6 +106,10 @@ type Config struct {
 		Password string `yaml:"password" usage:"Redis password"`
 		DB       int    `yaml:"db" usage:"Redis database number"`
 		TLS      bool   `yaml:"tls" usage:"connect to Redis over TLS"`
+		// Redis Sentinel, instead of addr.
+		SentinelMaster   string   `yaml:"sentinel_master" usage:"the primary's name in Redis Sentinel: find Redis through the sentinels instead of redis.addr"`
+		SentinelAddrs    []string `yaml:"sentinel_addrs" usage:"the sentinels, host:port each (with sentinel_master)"`
+		SentinelPassword string   `yaml:"sentinel_password" usage:"password of the sentinels (requirepass in sentinel.conf)"`
 	} `yaml:"redis"`
 	Cluster struct {
 		NodeID       string        `yaml:"node_id" usage:"this node's name in the cluster (default: host name and a random suffix)"`
@@ -481,11 +485,15 @@ func (c *Config) webhookConfig() events.WebhookConfig {
 	return events.WebhookConfig{URLs: c.Webhooks.URLs, Queue: c.Webhooks.Queue}
 }
 
+// clustered reports whether the server is a node of several (Redis is
+// configured).
+func (c *Config) clustered() bool { return c.Redis.Addr != "" || c.Redis.SentinelMaster != "" }
+
 // clusterConfig leaves Load and Rooms to serve; httpAddr is where the HTTP
 // server listens (nil before it does).
 func (c *Config) clusterConfig(httpAddr net.Addr) cluster.Config {
 	cc := cluster.Config{Addr: c.Redis.Addr, Username: c.Redis.Username, Password: c.Redis.Password, DB: c.Redis.DB,
-		TLS: c.Redis.TLS, NodeID: c.Cluster.NodeID, AdvertiseURL: c.Cluster.AdvertiseURL, PublicAddrs: c.RTC.PublicIPs,
+		TLS: c.Redis.TLS, SentinelMaster: c.Redis.SentinelMaster, SentinelAddrs: c.Redis.SentinelAddrs, SentinelPassword: c.Redis.SentinelPassword, NodeID: c.Cluster.NodeID, AdvertiseURL: c.Cluster.AdvertiseURL, PublicAddrs: c.RTC.PublicIPs,
 		Heartbeat: c.Cluster.Heartbeat, NodeTTL: c.Cluster.NodeTTL, MaxTracks: c.Cluster.MaxTracks, MaxCPU: c.Cluster.MaxCPU, MaxRooms: c.Rooms.MaxRooms}
 	if cc.AdvertiseURL == "" && httpAddr != nil {
 		scheme := "http"
@@ -590,13 +598,18 @@ func (c *Config) Validate() error {
 	if len(c.TURN.ExternalURLs) > 0 && len(c.TURN.Secret) < 32 {
 		return fmt.Errorf("%w: turn.secret: turn.external_urls needs coturn's static-auth-secret here (at least 32 characters)", errConfig)
 	}
-	if c.Redis.Addr != "" {
+	if c.clustered() {
 		cc := c.clusterConfig(nil)
 		if err := cc.Validate(); err != nil {
 			return fmt.Errorf("%w: %s", errConfig, strings.TrimPrefix(err.Error(), cluster.ErrBadConfig.Error()+": "))
 		}
-		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {
+		if _, _, err := net.SplitHostPort(c.Redis.Addr); c.Redis.Addr != "" && err != nil {
 			return fmt.Errorf("%w: redis.addr: %q is not host:port (e.g. 127.0.0.1:6379)", errConfig, c.Redis.Addr)
+		}
+		for _, a := range c.Redis.SentinelAddrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("%w: redis.sentinel_addrs: %q is not host:port (e.g. 10.0.0.5:26379)", errConfig, a)
+			}
 		}
 	}
 	// What the packages check themselves (on copies: their Validate fills

@@ -125,6 +125,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "turn short secret", args: []string{"--turn.enabled", "--turn.public_ip", "198.51.100.1", "--turn.secret", "x"},
 			want: []string{"turn.secret"}},
 		{name: "external turn without secret", args: []string{"--turn.external_urls", "turn:t.example.com:3478"}, want: []string{"turn.secret"}},
+		{name: "redis addr not host:port", args: []string{"--redis.addr", "redis"}, want: []string{"redis.addr", "host:port"}},
+		{name: "sentinel without sentinels", args: []string{"--redis.sentinel_master", "main"}, want: []string{"redis.sentinel_addrs"}},
+		{name: "sentinel and addr", args: []string{"--redis.sentinel_master", "main", "--redis.sentinel_addrs", "127.0.0.1:26379", "--redis.addr", "127.0.0.1:6379"}, want: []string{"redis.addr", "redis.sentinel_master"}},
+		{name: "cluster ttl below two heartbeats", args: []string{"--redis.addr", "127.0.0.1:6379", "--cluster.node_ttl", "1s"}, want: []string{"cluster.node_ttl", "cluster.heartbeat"}},
 		{name: "turn credential ttl", args: []string{"--turn.credential_ttl", "-1h"}, want: []string{"turn.credential_ttl"}},
 		{name: "stray argument", args: []string{"extra"}, want: []string{"extra"}},
 	}

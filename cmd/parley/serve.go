@@ -104,7 +104,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		return fmt.Errorf("http.listen %s: %w (is another server using the port?)", cfg.HTTP.Listen, err)
 	}
 	closers = append(closers, func() { _ = ln.Close() })
-	if cfg.Redis.Addr != "" {
+	if cfg.clustered() {
 		ccfg := cfg.clusterConfig(ln.Addr())
 		ccfg.Load = func() cluster.Load {
 			s := mgr.Stats()
@@ -128,7 +128,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		if err := node.Healthy(); err != nil {
 			log.Error("Redis does not answer yet; the node keeps trying (see /readyz)", "err", err)
 		}
-		log.Info("cluster node", "id", node.ID(), "redis", cfg.Redis.Addr, "advertise_url", ccfg.AdvertiseURL)
+		log.Info("cluster node", "id", node.ID(), "redis", cfg.Redis.Addr, "sentinel_master", cfg.Redis.SentinelMaster, "advertise_url", ccfg.AdvertiseURL)
 		if cfg.Cluster.AdvertiseURL == "" && strings.HasPrefix(ccfg.AdvertiseURL, "http://127.0.0.1:") {
 			log.Info("cluster.advertise_url is not set, so the other nodes reach this one at " + ccfg.AdvertiseURL +
 				": fine while every node runs on this host; set it to an address they can reach otherwise (admin actions on this node's rooms go there)")

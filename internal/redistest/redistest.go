@@ -22,6 +22,7 @@ type Server struct {
 	t    testing.TB
 	port int
 	dir  string
+	args []string // extra arguments (replica of, sentinel)
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -42,13 +43,47 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartReplica runs a replica of primary.
+func StartReplica(t testing.TB, primary *Server) *Server {
+	t.Helper()
+	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)}}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// StartSentinel runs a Redis Sentinel watching primary under the name
+// master, quick to fail over (1 s down, quorum 1).
+func StartSentinel(t testing.TB, primary *Server, master string) *Server {
+	t.Helper()
+	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), args: []string{"--sentinel",
+		"sentinel monitor " + master + " 127.0.0.1 " + strconv.Itoa(primary.port) + " 1",
+		"sentinel down-after-milliseconds " + master + " 1000",
+		"sentinel failover-timeout " + master + " 5000",
+		"sentinel parallel-syncs " + master + " 1"}}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
 // Addr is host:port of the server.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
 func (s *Server) start() {
 	s.t.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning", "--logfile", filepath.Join(s.dir, "redis.log"))
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning", "--logfile", filepath.Join(s.dir, "redis.log")}
+	cmd := exec.Command("redis-server", append(args, s.args...)...)
+	if len(s.args) > 0 && s.args[0] == "--sentinel" {
+		// A sentinel takes its configuration from a file it rewrites.
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil {
+			if err := os.WriteFile(conf, []byte(strings.Join(s.args[1:], "\n")+"\n"), 0o600); err != nil {
+				s.t.Fatal(err)
+			}
+		}
+		cmd = exec.Command("redis-server", append([]string{conf, "--sentinel"}, args...)...)
+	}
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
