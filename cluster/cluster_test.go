@@ -354,12 +354,24 @@ func TestSentinelFailover(t *testing.T) {
 	if owner, err := n.Place(ctx(t), "before"); err != nil || owner != "s" {
 		t.Fatalf("place through sentinel: %q %v", owner, err)
 	}
+	// Another node holds a room through the failover: nobody may take the
+	// room from it for the outage the failover is.
+	m, err := New(Config{SentinelMaster: "parley-main", SentinelAddrs: []string{sentinel.Addr()}, NodeID: "m",
+		Heartbeat: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond, Rooms: func() []string { return []string{"held"} }}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if owner, err := m.Claim(ctx(t), "held"); err != nil || owner != "m" {
+		t.Fatalf("claim held: %q %v", owner, err)
+	}
 	// Let the replica catch up, then kill the primary.
 	rep := redis.NewClient(&redis.Options{Addr: replica.Addr()})
 	defer rep.Close()
 	eventually(t, 5*time.Second, "the placement on the replica", func() bool {
 		v, _ := rep.Get(ctx(t), roomKey("before")).Result()
-		return v == "s"
+		w, _ := rep.Get(ctx(t), roomKey("held")).Result()
+		return v == "s" && w == "m"
 	})
 	primary.Stop()
 	failed := time.Now()
@@ -374,4 +386,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("placement from before the failover: %q %v", owner, err)
 	}
 	eventually(t, 5*time.Second, "healthy again", func() bool { return n.Healthy() == nil })
+	if owner, err := n.Owner(ctx(t), "held"); err != nil || owner != "m" {
+		t.Fatalf("held is on %q after the failover (%v), want m", owner, err)
+	}
 }
