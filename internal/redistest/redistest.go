@@ -40,6 +40,7 @@ func Start(t testing.TB) *Server {
 	s := &Server{t: t, port: freePort(t), dir: t.TempDir()}
 	s.start()
 	t.Cleanup(s.Stop)
+	t.Cleanup(s.logOnFailure)
 	return s
 }
 
@@ -49,6 +50,7 @@ func StartReplica(t testing.TB, primary *Server) *Server {
 	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)}}
 	s.start()
 	t.Cleanup(s.Stop)
+	t.Cleanup(s.logOnFailure)
 	return s
 }
 
@@ -63,6 +65,7 @@ func StartSentinel(t testing.TB, primary *Server, master string) *Server {
 		"sentinel parallel-syncs " + master + " 1"}}
 	s.start()
 	t.Cleanup(s.Stop)
+	t.Cleanup(s.logOnFailure)
 	return s
 }
 
@@ -122,6 +125,19 @@ func (s *Server) ping() error {
 		return fmt.Errorf("unexpected answer %q", line)
 	}
 	return nil
+}
+
+// logOnFailure shows the server's log when the test failed.
+func (s *Server) logOnFailure() {
+	if !s.t.Failed() {
+		return
+	}
+	if b, err := os.ReadFile(filepath.Join(s.dir, "redis.log")); err == nil {
+		if len(b) > 4000 {
+			b = b[len(b)-4000:]
+		}
+		s.t.Logf("redis-server %s log (%v):\n%s", s.Addr(), s.args, b)
+	}
 }
 
 // Stop kills the server (its data is gone: no persistence).
