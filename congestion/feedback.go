@@ -57,15 +57,15 @@ type feedback struct {
 }
 
 // symbols returns how many statuses chunk c holds and the status of the
-// k-th.
+// k-th (k < n).
 func symbols(c uint16, k int) (n int, sym int) {
 	switch {
 	case c&0x8000 == 0: // run length
 		return int(c & 0x1fff), int(c >> 13 & 3)
 	case c&0x4000 == 0: // status vector, 14 one-bit symbols
-		return 14, int(c >> (13 - k) & 1)
+		return 14, int(c >> (13 - k%14) & 1)
 	default: // status vector, 7 two-bit symbols
-		return 7, int(c >> (12 - 2*k) & 3)
+		return 7, int(c >> (12 - 2*(k%7)) & 3)
 	}
 }
 
