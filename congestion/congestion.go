@@ -123,7 +123,7 @@ func (c *Controller) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPRe
 	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		for {
 			n, attr, err := r.Read(b, a)
-			if err != nil {
+			if err != nil || n <= 0 || n > len(b) {
 				return n, attr, err
 			}
 			if n = c.take(b[:n]); n > 0 {
