@@ -396,6 +396,9 @@ func floorDiv(a, b int64) int64 {
 
 func (r *rateWindow) add(atUs int64, size int) {
 	idx := floorDiv(atUs, bucketUs)
+	if r.started && idx <= floorDiv(r.newest, bucketUs)-rateBuckets {
+		return // older than the window: its slot holds a newer bucket
+	}
 	b := &r.buckets[((idx%rateBuckets)+rateBuckets)%rateBuckets]
 	if b.idx != idx {
 		b.idx, b.bytes = idx, 0

@@ -164,3 +164,22 @@ func TestEstimatorNeverBelowMinimum(t *testing.T) {
 		}
 	})
 }
+
+func TestRateWindow(t *testing.T) {
+	var r rateWindow
+	if r.rate() != 0 {
+		t.Fatal("rate before any packet")
+	}
+	// 1000 bytes every 10 ms: 800 kbit/s.
+	for at := int64(0); at <= 2_000_000; at += 10_000 {
+		r.add(at, 1000)
+	}
+	if got := r.rate(); got < 760_000 || got > 840_000 {
+		t.Fatalf("rate %d, want about 800000", got)
+	}
+	// A late report of an old packet does not wipe a current bucket.
+	r.add(1_000_000, 1000)
+	if got := r.rate(); got < 760_000 || got > 840_000 {
+		t.Fatalf("after an old packet the rate is %d", got)
+	}
+}
