@@ -4,14 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/cc"
-	"github.com/pion/interceptor/pkg/gcc"
-	"github.com/pion/rtp"
+	"github.com/parley-rtc/parley/congestion"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -22,19 +18,33 @@ const initialEstimate = 2_000_000
 // allocInterval is how often a subscriber's layers are re-chosen.
 const allocInterval = 500 * time.Millisecond
 
-// bwe is one subscriber connection's bandwidth estimate: pion's send-side
-// GCC from transport-wide congestion control feedback, raised by a floor
-// that a successful probe proved (GCC alone grows by about 8% a second),
-// lowered by REMB when the client sends it. Congestion (GCC sees delay
-// grow, or loss) drops the floor at once.
+// minEstimate is the lowest a subscriber connection's estimate goes, and
+// maxEstimate the highest (bits/s).
+const (
+	minEstimate = 50_000
+	maxEstimate = 100_000_000
+)
+
+// bwe is one subscriber connection's bandwidth estimate: send-side GCC
+// (package congestion) from transport-wide congestion control feedback,
+// raised by a floor that a successful probe proved (GCC alone grows by
+// about 8% a second), lowered by REMB when the client sends it. Congestion
+// (GCC sees delay grow, or loss) drops the floor at once.
 type bwe struct {
-	est         atomic.Pointer[cc.BandwidthEstimator]
+	cc          *congestion.Controller
 	remb        atomic.Uint64
 	rembAt      atomic.Int64
-	pacer       *passPacer
 	floor       atomic.Int64
 	lastGCC     atomic.Int64 // GCC's estimate in the last round
 	congestedAt atomic.Int64 // when congestion was last seen: probing waits
+}
+
+func newBWE() (*bwe, error) {
+	c, err := congestion.New(congestion.Config{InitialBitrate: initialEstimate, MinBitrate: minEstimate, MaxBitrate: maxEstimate})
+	if err != nil {
+		return nil, fmt.Errorf("sfu: congestion control: %w", err)
+	}
+	return &bwe{cc: c}, nil
 }
 
 // congestionLoss is the loss ratio GCC reports above which the path is
@@ -52,11 +62,10 @@ const (
 func (b *bwe) estimate(now int64, rrLoss float64) (int64, bool) {
 	v := int64(initialEstimate)
 	congested := rrLoss > congestionLoss
-	if e := b.est.Load(); e != nil {
-		v = int64((*e).GetTargetBitrate())
-		loss, _ := (*e).GetStats()["averageLoss"].(float64)
+	if b.cc != nil {
+		v = b.cc.TargetBitrate()
 		prev := b.lastGCC.Swap(v)
-		congested = congested || loss > congestionLoss || (prev > 0 && float64(v) < congestionDrop*float64(prev))
+		congested = congested || b.cc.Loss() > congestionLoss || (prev > 0 && float64(v) < congestionDrop*float64(prev))
 	}
 	if congested {
 		b.floor.Store(0)
@@ -73,62 +82,6 @@ func (b *bwe) setREMB(bps uint64) {
 	b.remb.Store(bps)
 	b.rembAt.Store(time.Now().UnixNano())
 }
-
-// interceptor builds the congestion control interceptor of one subscriber
-// connection.
-func (b *bwe) interceptor() (interceptor.Factory, error) {
-	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-		return gcc.NewSendSideBWE(gcc.SendSideBWEInitialBitrate(initialEstimate), gcc.SendSideBWEMinBitrate(50_000),
-			gcc.SendSideBWEPacer(b.pacer))
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sfu: congestion control: %w", err)
-	}
-	f.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { b.est.Store(&e) })
-	return f, nil
-}
-
-// passPacer sends at once (no pacing queue, no added latency); it routes
-// RTX packets to the stream of their media SSRC.
-type passPacer struct {
-	mu      sync.RWMutex
-	writers map[uint32]interceptor.RTPWriter
-	aliases map[uint32]uint32 // RTX SSRC -> media SSRC
-}
-
-func newPassPacer() *passPacer {
-	return &passPacer{writers: map[uint32]interceptor.RTPWriter{}, aliases: map[uint32]uint32{}}
-}
-
-func (p *passPacer) AddStream(ssrc uint32, w interceptor.RTPWriter) {
-	p.mu.Lock()
-	p.writers[ssrc] = w
-	p.mu.Unlock()
-}
-
-// alias routes packets of rtx to the stream of media.
-func (p *passPacer) alias(rtx, media uint32) {
-	p.mu.Lock()
-	p.aliases[rtx] = media
-	p.mu.Unlock()
-}
-
-func (p *passPacer) SetTargetBitrate(int) {}
-
-func (p *passPacer) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-	p.mu.RLock()
-	w, ok := p.writers[h.SSRC]
-	if !ok {
-		w, ok = p.writers[p.aliases[h.SSRC]]
-	}
-	p.mu.RUnlock()
-	if !ok {
-		return 0, fmt.Errorf("%w: %d", gcc.ErrUnknownStream, h.SSRC)
-	}
-	return w.Write(h, payload, a)
-}
-
-func (p *passPacer) Close() error { return nil }
 
 // qualityIndex maps a quality name to the highest layer index it allows.
 func qualityIndex(q string) int {
@@ -460,34 +413,3 @@ func (s *Subscriber) padOver(d *DownTrack, n int, over time.Duration) {
 		}
 	}
 }
-
-// attrPool is the outermost interceptor of a subscriber connection: pion
-// writes every packet with nil attributes, and the congestion controller
-// then makes a fresh map per packet to note the transport-wide sequence
-// extension. Reused maps save that allocation. No interceptor keeps the
-// map after Write returns.
-type attrPool struct {
-	interceptor.NoOp
-	pool *sync.Pool
-}
-
-func (a *attrPool) BindLocalStream(_ *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
-	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, attrs interceptor.Attributes) (int, error) {
-		if attrs != nil {
-			return w.Write(h, payload, attrs)
-		}
-		m := a.pool.Get().(interceptor.Attributes)
-		n, err := w.Write(h, payload, m)
-		clear(m)
-		a.pool.Put(m)
-		return n, err
-	})
-}
-
-type attrPoolFactory struct{ pool *sync.Pool }
-
-func (f attrPoolFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &attrPool{pool: f.pool}, nil
-}
-
-var attributesPool = &sync.Pool{New: func() any { return interceptor.Attributes{} }}

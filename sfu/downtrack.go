@@ -125,7 +125,6 @@ type DownTrack struct {
 	loss     atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
 
 	onREMB func(bps uint64) // the subscriber connection's estimate
-	pacer  *passPacer       // the subscriber connection's, to route RTX
 	ready  *atomic.Bool     // the subscriber connection is up; nil: always
 
 	closed    chan struct{}
@@ -182,9 +181,6 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 					if strings.EqualFold(r.MimeType, webrtc.MimeTypeRTX) && fmtpParam(r.SDPFmtpLine, "apt") == strconv.Itoa(int(c.PayloadType)) {
 						b.rtxSSRC, b.rtxPT = rtx, uint8(r.PayloadType)
 					}
-				}
-				if b.rtxSSRC != 0 && d.pacer != nil {
-					d.pacer.alias(b.rtxSSRC, b.ssrc)
 				}
 			}
 			d.bind.Store(b)

@@ -190,21 +190,17 @@ func (e *Engine) newSubscriberConnection(b *bwe) (*webrtc.PeerConnection, error)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBGoogREMB}, webrtc.RTPCodecTypeVideo)
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
 		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
+			return nil, err
+		}
 	}
-	// Interceptors nearest the network come first: the estimator must see
-	// each packet after its transport-wide sequence number was set.
-	ccf, err := b.interceptor()
-	if err != nil {
-		return nil, err
-	}
-	reg.Add(ccf)
-	if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, reg); err != nil {
-		return nil, err
-	}
+	// Interceptors nearest the network come first: the congestion
+	// controller stamps the transport-wide sequence number as the packet
+	// leaves, and takes the feedback out before the rest of the RTCP goes up.
+	reg.Add(b.cc)
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		return nil, err
 	}
-	reg.Add(attrPoolFactory{pool: attributesPool}) // last: outermost
 	return e.newPeerConnection(m, reg)
 }
 

@@ -314,7 +314,10 @@ type Subscriber struct {
 // NewSubscriber makes the subscriber connection of one participant. An offer
 // not answered within timeout fails the connection (ev.Failed).
 func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.Logger) (*Subscriber, error) {
-	b := &bwe{pacer: newPassPacer()}
+	b, err := newBWE()
+	if err != nil {
+		return nil, err
+	}
 	pc, err := e.newSubscriberConnection(b)
 	if err != nil {
 		return nil, err
@@ -469,7 +472,6 @@ func (s *Subscriber) addLocked(t *Track, streamID string) bool {
 	default:
 	}
 	d := NewDownTrack(t, streamID)
-	d.pacer = s.bwe.pacer
 	d.ready = &s.ready
 	d.onREMB = s.bwe.setREMB
 	tr, err := s.pc.AddTransceiverFromTrack(d, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
