@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/parley-rtc/parley/cluster"
 	"github.com/parley-rtc/parley/events"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
@@ -25,7 +24,16 @@ type Sources struct {
 	Signaling *signaling.Server
 	TURN      *turn.Server
 	Webhooks  *events.Webhooks
-	Cluster   *cluster.Node // nil on a single node
+	Cluster   ClusterSource // nil on a single node
+}
+
+// ClusterSource is what the metrics read of a node of several.
+type ClusterSource interface {
+	Healthy() error // nil while Redis answers
+	LiveNodes() int // live nodes, as last read
+	RelayedSessions() int
+	ChatWritesLost() uint64 // chat history writes Redis did not take
+	EventsLost() uint64     // room events the other nodes did not get
 }
 
 // Handler serves the metrics in Prometheus' text format, with the Go
@@ -70,6 +78,8 @@ var (
 	redisUpDesc      = desc("cluster_redis_up", "1 while the cluster's Redis answers.")
 	nodesDesc        = desc("cluster_nodes", "Live nodes in the cluster, as last read from Redis.")
 	pipesDesc        = desc("cluster_relayed_sessions", "Sessions relayed between this node and another (both directions).")
+	chatLostDesc     = desc("cluster_chat_writes_lost_total", "Chat history writes Redis did not take (too slow or away).")
+	eventsLostDesc   = desc("cluster_events_lost_total", "Room events the other nodes did not get from this one.")
 )
 
 type collector struct{ src Sources }
@@ -77,7 +87,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
 		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
-		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc} {
+		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
 	}
 }
@@ -128,8 +138,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			up = 0
 		}
 		gauge(redisUpDesc, up)
-		gauge(nodesDesc, float64(len(cl.Nodes())))
-		gauge(pipesDesc, float64(cl.Pipes()))
+		gauge(nodesDesc, float64(cl.LiveNodes()))
+		gauge(pipesDesc, float64(cl.RelayedSessions()))
+		counter(chatLostDesc, cl.ChatWritesLost())
+		counter(eventsLostDesc, cl.EventsLost())
 	}
 	if c.src.TURN != nil {
 		ts := c.src.TURN.Stats()

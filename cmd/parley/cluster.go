@@ -55,6 +55,14 @@ func (c *clusterState) Close() {
 	c.chat.Close()
 }
 
+// The metrics' view of the cluster (metrics.ClusterSource).
+
+func (c *clusterState) Healthy() error         { return c.node.Healthy() }
+func (c *clusterState) LiveNodes() int         { return len(c.node.Nodes()) }
+func (c *clusterState) RelayedSessions() int   { return c.node.Pipes() }
+func (c *clusterState) ChatWritesLost() uint64 { return c.chat.Dropped() }
+func (c *clusterState) EventsLost() uint64     { return c.relay.Dropped() }
+
 // The admin API's view of the cluster.
 
 func (c *clusterState) NodeID() string { return c.node.ID() }

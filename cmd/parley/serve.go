@@ -138,7 +138,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 	if err != nil {
 		return err
 	}
-	var apiCluster admin.Cluster // nil: a single node
+	var apiCluster admin.Cluster             // nil: a single node
+	var metricsCluster metrics.ClusterSource // nil: a single node
 	if node != nil {
 		// Chat history, room snapshots and events for every node; before
 		// the node takes joins (it sets the rooms' chat store).
@@ -147,7 +148,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 			return err
 		}
 		closers = append(closers, state.Close)
-		apiCluster = state
+		apiCluster, metricsCluster = state, state
 	}
 	if node != nil {
 		node.OnPipe(sig.ServePipe)
@@ -198,7 +199,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		}
 		metricsAddr = mln.Addr()
 		mmux := http.NewServeMux()
-		mmux.Handle("/metrics", metrics.Handler(metrics.Sources{Rooms: mgr, Engine: engine, Signaling: sig, TURN: ts, Webhooks: hooks, Cluster: node}))
+		mmux.Handle("/metrics", metrics.Handler(metrics.Sources{Rooms: mgr, Engine: engine, Signaling: sig, TURN: ts, Webhooks: hooks, Cluster: metricsCluster}))
 		// Profiles for operators and the load tests, on the same private address.
 		mmux.HandleFunc("/debug/pprof/", pprof.Index)
 		mmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
