@@ -403,9 +403,11 @@ func (n *Node) register(ctx context.Context) (lost []string, err error) {
 		return nil, err
 	}
 	var mine []any
+	var stale []string
 	for i, r := range rooms {
 		if ok, _ := claims[i].Result(); ok {
 			n.log.Info("room re-claimed in Redis (it had forgotten it)", "room", r)
+			stale = append(stale, r)
 		}
 		owner := owners[i].Val()
 		if owner != n.ID() {
@@ -424,6 +426,19 @@ func (n *Node) register(ctx context.Context) (lost []string, err error) {
 	}
 	if len(mine) > 0 {
 		err = n.rdb.SAdd(ctx, nodeRoomsKey(n.ID()), mine...).Err()
+	}
+	if len(stale) > 0 {
+		// A room that emptied (and was released) between the list and
+		// the claim must not stay placed here.
+		still := map[string]bool{}
+		for _, r := range n.cfg.Rooms() {
+			still[r] = true
+		}
+		for _, r := range stale {
+			if !still[r] {
+				n.Release(r)
+			}
+		}
 	}
 	return lost, err
 }
