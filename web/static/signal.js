@@ -3,8 +3,7 @@
 // order they arrive, so a handler that awaits (setRemoteDescription) never
 // sees the next message before it is done. A Signal outlives its sockets:
 // connect() opens a new one (to resume the session) and the messages of the
-// new socket queue behind those of the old one. A socket's close is handled
-// after the messages it brought before it (a leave, an error that says why).
+// new socket queue behind those of the old one.
 
 export const PROTOCOL = 1;
 
@@ -21,7 +20,6 @@ export class Signal {
     this.url = url;
     this.handlers = { onOpen, onMessage, onClose };
     this.ws = null;
-    this.last = null; // the socket connect() opened last
     this.stopped = false; // close() was called: no more sockets, no more messages
     this.ready = false; // the session took this socket (joined or resumed)
     this.heardAt = 0; // when the current socket last brought something
@@ -35,7 +33,6 @@ export class Signal {
     if (this.stopped) return;
     const ws = new WebSocket(this.url);
     this.ws = ws;
-    this.last = ws;
     this.heardAt = Date.now();
     ws.onopen = () => {
       if (ws !== this.ws) return;
@@ -61,12 +58,7 @@ export class Signal {
       if (ws !== this.ws) return;
       this.ws = null;
       this.ready = false;
-      // In turn, after the messages that came first; not once another
-      // socket was opened meanwhile, nor after close().
-      const info = { code: ev.code, reason: ev.reason };
-      this.queue = this.queue
-        .then(() => (this.stopped || this.last !== ws ? undefined : this.handlers.onClose(info)))
-        .catch((e) => console.error('parley: handling the close', e));
+      this.handlers.onClose({ code: ev.code, reason: ev.reason });
     };
   }
 
