@@ -88,7 +88,6 @@ type Node struct {
 	lastClaim time.Time // when the node last re-claimed its rooms
 	cpu       cpuMeter
 	releaseCh chan string
-	onHealth  []func(error)
 }
 
 // New connects to Redis and registers the node. A Redis that does not
@@ -150,14 +149,6 @@ func (n *Node) Healthy() error {
 	return n.health
 }
 
-// OnHealth calls f (on the heartbeat goroutine) whenever Redis becomes
-// reachable (nil) or unreachable again.
-func (n *Node) OnHealth(f func(error)) {
-	n.mu.Lock()
-	n.onHealth = append(n.onHealth, f)
-	n.mu.Unlock()
-}
-
 // SetDraining takes the node out of placement (it keeps its rooms until
 // ReleaseAll).
 func (n *Node) SetDraining(on bool) {
@@ -207,7 +198,7 @@ func (n *Node) Close() {
 	n.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	n.releaseAll(ctx)
+	n.ReleaseAll(ctx)
 	pipe := n.rdb.TxPipeline()
 	pipe.Del(ctx, nodeKey(n.ID()), nodeRoomsKey(n.ID()))
 	pipe.SRem(ctx, nodesKey, n.ID())
@@ -273,7 +264,6 @@ func (n *Node) beat() {
 			}
 		}
 	}
-	hooks := n.onHealth
 	contacted := n.contacted
 	if err == nil {
 		n.contacted = true
@@ -292,11 +282,6 @@ func (n *Node) beat() {
 		n.log.Error("Redis is unreachable: calls in progress go on, new rooms cannot be placed until it answers", "err", err)
 	case err == nil && was != nil && contacted:
 		n.log.Info("Redis answers again")
-	}
-	if (err == nil) != (was == nil) {
-		for _, h := range hooks {
-			h(err)
-		}
 	}
 	for _, p := range dead {
 		n.log.Warn("peer node stopped; ending the sessions it carried", "peer", p.peer)

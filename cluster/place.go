@@ -177,10 +177,6 @@ func (n *Node) releaseLoop() {
 // ReleaseAll frees every room of this node (draining: the rooms' next
 // joins place them elsewhere).
 func (n *Node) ReleaseAll(ctx context.Context) {
-	n.releaseAll(ctx)
-}
-
-func (n *Node) releaseAll(ctx context.Context) {
 	rooms, err := n.rdb.SMembers(ctx, nodeRoomsKey(n.ID())).Result()
 	if err != nil {
 		return

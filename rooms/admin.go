@@ -167,16 +167,7 @@ func (m *Manager) CloseRoom(name string) error {
 	if r == nil {
 		return ErrNoRoom
 	}
-	r.mu.Lock()
-	parts := make([]*Participant, 0, len(r.parts))
-	for _, p := range r.parts {
-		parts = append(parts, p)
-	}
-	r.mu.Unlock()
-	for _, p := range parts {
-		p.sink.Send(Closed{Reason: "room_closed"})
-		p.leave("room_closed")
-	}
+	r.endSessions("room_closed")
 	m.mu.Lock()
 	m.dropLocked(r)
 	m.mu.Unlock()
@@ -345,25 +336,14 @@ func (m *Manager) WaitEmpty(ctx context.Context) error {
 // and ends their sessions here.
 func (m *Manager) MoveAll() {
 	for _, r := range m.roomList() {
-		m.MoveRoom(r.name)
+		r.endSessions("room_moved")
 	}
 }
 
 // MoveRoom does what MoveAll does for one room (one that Redis placed on
 // another node while this one was cut off).
 func (m *Manager) MoveRoom(name string) {
-	r := m.Room(name)
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	all := make([]*Participant, 0, len(r.parts))
-	for _, p := range r.parts {
-		all = append(all, p)
-	}
-	r.mu.Unlock()
-	for _, p := range all {
-		p.sink.Send(Closed{Reason: "room_moved"})
-		p.leave("room_moved")
+	if r := m.Room(name); r != nil {
+		r.endSessions("room_moved")
 	}
 }

@@ -179,3 +179,18 @@ func (r *Room) removeLocked(p *Participant, reason string) {
 	r.presenceLeaveLocked(p, reason, time.Now())
 	r.dmu.Unlock()
 }
+
+// endSessions tells every participant why its session ends (Closed with
+// reason) and ends it.
+func (r *Room) endSessions(reason string) {
+	r.mu.Lock()
+	parts := make([]*Participant, 0, len(r.parts))
+	for _, p := range r.parts {
+		parts = append(parts, p)
+	}
+	r.mu.Unlock()
+	for _, p := range parts {
+		p.sink.Send(Closed{Reason: reason})
+		p.leave(reason)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -490,8 +489,6 @@ func tryJoin(addr, room, identity, token string) (*peer, bool) {
 	}
 	return p, ok
 }
-
-var _ net.Addr = hostAddr("")
 
 // launchDrainable is launch with a drain channel (SIGTERM); done is
 // closed when run returns.

@@ -249,10 +249,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 		mgr.Drain()
 		if node != nil {
 			// Other nodes take the rooms: participants join again there.
-			node.SetDraining(true)
-			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			node.ReleaseAll(rctx)
-			cancel()
+			leavePlacement(ctx, node)
 			mgr.MoveAll()
 		}
 		dctx, cancel := context.WithTimeout(ctx, cfg.DrainTimeout)
@@ -275,10 +272,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs), d
 	done := make(chan struct{})
 	if node != nil {
 		// Out of placement before the participants are told to move.
-		node.SetDraining(true)
-		rctx, cancel := context.WithTimeout(sctx, 3*time.Second)
-		node.ReleaseAll(rctx)
-		cancel()
+		leavePlacement(sctx, node)
 	}
 	go func() {
 		defer close(done)
@@ -328,6 +322,15 @@ func newLogger(cfg Config) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// leavePlacement takes a node out of placement and frees its rooms, so
+// that the next joins place them on other nodes.
+func leavePlacement(ctx context.Context, node *cluster.Node) {
+	node.SetDraining(true)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	node.ReleaseAll(ctx)
 }
 
 func randomSecret() string {
