@@ -100,18 +100,30 @@ func (c *Controller) BindLocalStream(info *interceptor.StreamInfo, w interceptor
 	if id == 0 {
 		return w
 	}
+	st := &stream{}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		c.stamp(id, h, len(payload))
+		// The header points at st.ext until the packet is marshalled, so
+		// one packet of the stream is stamped and written at a time
+		// (pion's SRTP writer serialises a stream's writes anyway).
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		c.stamp(id, h, len(payload), &st.ext)
 		return w.Write(h, payload, a)
 	})
 }
 
-// stamp sets the transport-wide sequence number extension (id) on h and
-// records the packet as sent now. The extension's bytes live in the
-// history slot, which is not reused before historySize more packets.
-func (c *Controller) stamp(id uint8, h *rtp.Header, payloadLen int) {
+// stream is the stamping state of one outgoing stream.
+type stream struct {
+	mu  sync.Mutex
+	ext [2]byte // the marshalled extension of the packet being written
+}
+
+// stamp sets the transport-wide sequence number extension (id) on h, its
+// bytes in ext, and records the packet as sent now.
+func (c *Controller) stamp(id uint8, h *rtp.Header, payloadLen int, ext *[2]byte) {
 	seq, s := c.sent.take()
-	if err := h.SetExtension(id, s.ext[:]); err != nil {
+	*ext = [2]byte{byte(seq >> 8), byte(seq)}
+	if err := h.SetExtension(id, ext[:]); err != nil {
 		return // the receiver will count the missing number as lost
 	}
 	s.record(seq, h.MarshalSize()+payloadLen, c.nowUs())

@@ -18,24 +18,31 @@ type history struct {
 // slot is one sent packet, packed into one word so that a reader never
 // sees half of it: bits 0-15 the sequence number, 16-31 the size in bytes
 // (0: empty), 32-63 the send time in microseconds (wrapping every 71
-// minutes; read relative to now). ext holds the marshalled header
-// extension while the packet is written: the header points at it.
+// minutes; read relative to now).
 type slot struct {
-	v   atomic.Uint64
-	ext [2]byte
+	v atomic.Uint64
 }
 
 // take reserves the next sequence number and its slot.
 func (h *history) take() (uint16, *slot) {
 	seq := uint16(h.next.Add(1) - 1)
-	s := &h.slots[seq&(historySize-1)]
-	s.ext = [2]byte{byte(seq >> 8), byte(seq)}
-	return seq, s
+	return seq, &h.slots[seq&(historySize-1)]
 }
 
-// record notes that seq, size bytes long, was sent at sentUs.
+// record notes that seq, size bytes long, was sent at sentUs. A writer
+// that took seq and was held up while the ring came round again leaves
+// the newer packet's record in place.
 func (s *slot) record(seq uint16, size int, sentUs int64) {
-	s.v.Store(uint64(seq) | uint64(min(max(size, 1), 0xffff))<<16 | uint64(uint32(sentUs))<<32)
+	v := uint64(seq) | uint64(min(max(size, 1), 0xffff))<<16 | uint64(uint32(sentUs))<<32
+	for {
+		old := s.v.Load()
+		if old&0xffff0000 != 0 && int16(uint16(old)-seq) > 0 {
+			return
+		}
+		if s.v.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }
 
 // lookup returns the send time and size of seq, if it is still in the
