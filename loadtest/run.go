@@ -147,7 +147,9 @@ type ServerCost struct {
 	RSSMaxBytes          float64 `json:"rss_max_bytes"`
 	SubscribedTracks     float64 `json:"subscribed_tracks"`
 	// RSSPerSubscribedTrack is (max RSS - RSS before the clients) per
-	// forwarded track.
+	// forwarded track; 0 when the RSS did not grow (a process that held
+	// more before the run, such as a test binary that also runs the
+	// server, may hand memory back during it).
 	RSSPerSubscribedTrack float64 `json:"rss_bytes_per_subscribed_track"`
 	// Receivers are the clients that subscribe (subscribers, and the
 	// publishers with PublishersSubscribe); RSSPerReceiver is (max RSS -
@@ -365,15 +367,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			s.CPUPerPacketUS = s.CPUSeconds / s.PacketsForwarded * 1e6
 			s.CPUSecondsPerMillion = s.CPUSeconds / s.PacketsForwarded * 1e6
 		}
+		grew := max(0, maxRSS-idle.rss)
 		if start.subscribed > 0 {
 			s.SubscribedTracks = start.subscribed
-			s.RSSPerSubscribedTrack = (maxRSS - idle.rss) / start.subscribed
+			s.RSSPerSubscribedTrack = grew / start.subscribed
 		}
 		s.Receivers = cfg.Rooms * cfg.Subscribers
 		if cfg.PublishersSubscribe {
 			s.Receivers += cfg.Rooms * cfg.Publishers
 		}
-		s.RSSPerReceiver = (maxRSS - idle.rss) / float64(s.Receivers)
+		s.RSSPerReceiver = grew / float64(s.Receivers)
 		rep.Server = s
 	}
 	return rep, nil
