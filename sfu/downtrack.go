@@ -106,6 +106,7 @@ type DownTrack struct {
 	lastOutTS  uint32
 	outTS      atomic.Uint32 // lastOutTS, for padding
 	lastSent   time.Time
+	kfAsked    time.Time // when the writer last asked for the keyframe it waits for; zero: not waiting
 
 	// NACK answers and padding (hmu)
 	hmu    sync.Mutex
@@ -115,14 +116,15 @@ type DownTrack struct {
 	rhdr   rtp.Header
 	pad    [255]byte
 
-	packets  atomic.Uint64
-	bytes    atomic.Uint64
-	drops    atomic.Uint64
-	nacks    atomic.Uint64
-	retx     atomic.Uint64
-	padded   atomic.Uint64 // padding bytes sent to probe bandwidth
-	switches atomic.Uint64 // layer switches
-	loss     atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
+	packets   atomic.Uint64
+	bytes     atomic.Uint64
+	drops     atomic.Uint64
+	nacks     atomic.Uint64
+	retx      atomic.Uint64
+	padded    atomic.Uint64 // padding bytes sent to probe bandwidth
+	switches  atomic.Uint64 // layer switches
+	kfRetries atomic.Uint64 // keyframes asked for again after keyframeRetry of waiting
+	loss      atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
 
 	onREMB func(bps uint64) // the subscriber connection's estimate
 	ready  *atomic.Bool     // the subscriber connection is up; nil: always
@@ -320,6 +322,28 @@ func (d *DownTrack) setTarget(i int) {
 	}
 }
 
+// keyframeRetry is how long the writer waits for a keyframe before it asks
+// the publisher again. A keyframe lost on the way in, or sent just before
+// this subscriber was attached, would otherwise leave its video black
+// until the publisher's next keyframe, and a browser sends one only when
+// asked.
+const keyframeRetry = time.Second
+
+// awaitKeyframe runs for each packet of l the writer drops while it waits
+// for l's keyframe: the request that started the wait was made by whoever
+// set it up; every keyframeRetry of waiting it asks again.
+func (d *DownTrack) awaitKeyframe(l *Layer) {
+	now := time.Now()
+	switch {
+	case d.kfAsked.IsZero():
+		d.kfAsked = now
+	case now.Sub(d.kfAsked) >= keyframeRetry:
+		d.kfAsked = now
+		d.kfRetries.Add(1)
+		l.RequestKeyframe()
+	}
+}
+
 // Close detaches the DownTrack and stops its writer.
 func (d *DownTrack) Close() {
 	d.closeOnce.Do(func() {
@@ -429,6 +453,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 	case l != d.cur:
 		// l is the target layer: move to it on its keyframe.
 		if video && !isKeyframe(d.codec.MimeType, payload) {
+			d.awaitKeyframe(l)
 			return
 		}
 		old := d.cur
@@ -444,6 +469,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 		}
 	case video && d.needKeyframe.Load():
 		if !isKeyframe(d.codec.MimeType, payload) {
+			d.awaitKeyframe(l)
 			return
 		}
 		d.needKeyframe.Store(false)
@@ -451,6 +477,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 			d.resync.Store(true)
 		}
 	}
+	d.kfAsked = time.Time{}
 	marker := d.hdr.Marker
 	if t.vp9 && l.svcLayers.Load() > 1 {
 		drop, end := d.filterSpatial(l, payload)

@@ -3,6 +3,7 @@ package sfu
 import (
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -233,3 +234,33 @@ func BenchmarkForward10(b *testing.B) { benchmarkForward(b, 10) }
 
 // forward feeds a packet to the track's first layer.
 func (t *Track) forward(pkt []byte) { t.layer(0).forward(pkt) }
+
+// TestDownTrackAsksAgainForALostKeyframe: a subscriber waiting for a
+// keyframe that never came (lost upstream, or sent before it was
+// attached) asks the publisher again after keyframeRetry, and not on
+// every packet before that.
+func TestDownTrackAsksAgainForALostKeyframe(t *testing.T) {
+	var plis int
+	tr := newTrack("cid", webrtc.RTPCodecTypeVideo, vp8, func() { plis++ }, slog.Default())
+	tr.sid = "TR_k"
+	d, w := bound(tr, 7)
+	for i := uint16(0); i < 20; i++ {
+		tr.forward(packet(i, uint32(i)*3000, false, 100))
+		drain(d)
+	}
+	if w.n != 0 || plis != 0 || d.kfRetries.Load() != 0 {
+		t.Fatalf("within keyframeRetry: sent %d, %d PLIs, %d retries; want none", w.n, plis, d.kfRetries.Load())
+	}
+	d.kfAsked = time.Now().Add(-keyframeRetry) // a second of waiting
+	tr.forward(packet(20, 60000, false, 100))
+	tr.forward(packet(21, 63000, false, 100))
+	drain(d)
+	if plis != 1 || d.kfRetries.Load() != 1 {
+		t.Fatalf("after keyframeRetry: %d PLIs, %d retries; want 1", plis, d.kfRetries.Load())
+	}
+	tr.forward(packet(22, 66000, true, 100))
+	drain(d)
+	if w.n != 1 || !d.kfAsked.IsZero() {
+		t.Fatalf("keyframe: sent %d, still waiting since %v", w.n, d.kfAsked)
+	}
+}
