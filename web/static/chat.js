@@ -45,6 +45,10 @@ export class Chat {
     this.inFlight = new Set(); // ids sent on the open channel, not yet acknowledged
     this.retryTimer = 0;
     this.retryDue = 0;
+    // After a rate limit, the outbox goes out one message at a time, each
+    // after the previous one's chat_ack, until it is empty: a slot that
+    // frees between two messages must not let a later one in first.
+    this.limited = false;
     this.maxBytes = 16384; // data.max_message_bytes, from the roster
     this.typingAt = 0; // when we last said typing: true (0: not typing)
     this.unread = 0;
@@ -81,6 +85,7 @@ export class Chat {
   stop() {
     clearTimeout(this.retryTimer);
     this.retryTimer = 0;
+    this.limited = false;
     this.msgs.clear();
     this.nodes.clear();
     this.inFlight.clear();
@@ -102,7 +107,9 @@ export class Chat {
     const entry = { id: newID(), text, to: $('chat-to').value || null, created: Date.now() };
     this.outbox.add(entry);
     this.addOwn(entry);
-    this.transmit(entry);
+    // While earlier messages wait out a rate limit, this one waits behind
+    // them: they go out in order.
+    if (!this.retryTimer && !this.limited) this.transmit(entry);
     input.value = '';
     this.stopTyping();
     this.render(true);
@@ -125,10 +132,14 @@ export class Chat {
 
   // flush sends every message of the outbox that is not on its way, in
   // order, with its id: after the channel (re)opens, and after a rate
-  // limit has passed. The server drops what it has already seen.
+  // limit has passed (then only the oldest: see limited). The server drops
+  // what it has already seen.
   flush() {
-    for (const e of this.outbox.entries()) {
+    const waiting = this.outbox.entries();
+    if (waiting.length === 0) this.limited = false;
+    for (const e of waiting) {
       this.addOwn(e);
+      if (this.limited && this.inFlight.size > 0) break;
       this.transmit(e);
     }
     this.render();
@@ -154,17 +165,25 @@ export class Chat {
 
   // typed: say typing: true at most every 2 s while keys come, false when
   // the input is emptied. The server ends "typing" by itself otherwise.
+  // While messages wait out a rate limit, nothing is said: the server
+  // counts presence too, and the messages need the budget more.
   typed() {
     if (!$('chat-input').value) {
       this.stopTyping();
       return;
     }
     const now = Date.now();
+    if (this.retryTimer || this.limited) return;
     if (now - this.typingAt >= TYPING_EVERY_MS && this.send({ type: 'presence', typing: true })) this.typingAt = now;
   }
 
   stopTyping() {
-    if (this.typingAt && this.send({ type: 'presence', typing: false })) this.typingAt = 0;
+    if (!this.typingAt) return;
+    if (this.retryTimer || this.limited) {
+      this.typingAt = 0; // the server's typing timeout ends it
+      return;
+    }
+    if (this.send({ type: 'presence', typing: false })) this.typingAt = 0;
   }
 
   // ---- receiving ----
@@ -215,6 +234,7 @@ export class Chat {
       m.failed = false;
       if (d.ts) m.ts = d.ts;
     }
+    if (this.limited && !this.retryTimer) this.flush(); // the next one
     this.render();
   }
 
@@ -229,6 +249,7 @@ export class Chat {
     }
     if (d.code === 'rate_limited') {
       this.inFlight.delete(d.id);
+      this.limited = true;
       const wait = Number(d.retry_after_ms) || 1000;
       console.info('parley: chat rate limited; sending again in', wait, 'ms');
       this.retryIn(wait);
@@ -250,6 +271,7 @@ export class Chat {
       m.failed = true;
       m.reason = reason;
     }
+    if (this.limited && !this.retryTimer) queueMicrotask(() => this.flush()); // the next one
     this.render();
   }
 
