@@ -460,6 +460,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 		d.cur = l
 		d.curIdx.Store(int32(l.idx))
 		d.needKeyframe.Store(false)
+		d.kfAsked = time.Time{}
 		if d.started {
 			d.resync.Store(true)
 		}
@@ -473,11 +474,11 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 			return
 		}
 		d.needKeyframe.Store(false)
+		d.kfAsked = time.Time{}
 		if d.started {
 			d.resync.Store(true)
 		}
 	}
-	d.kfAsked = time.Time{}
 	marker := d.hdr.Marker
 	if t.vp9 && l.svcLayers.Load() > 1 {
 		drop, end := d.filterSpatial(l, payload)

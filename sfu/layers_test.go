@@ -684,3 +684,48 @@ func TestTargetChangesNeverLoseTheLayer(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerSwitchAsksAgainForALostKeyframe: a DownTrack that goes on
+// forwarding its current layer while it waits for the target layer's
+// keyframe asks for it again after keyframeRetry (the current layer's
+// packets do not restart the wait).
+func TestLayerSwitchAsksAgainForALostKeyframe(t *testing.T) {
+	tr := newTrackGroup("cam", webrtc.RTPCodecTypeVideo, vp8, []LayerDesc{{RID: "q"}, {RID: "f"}}, slog.Default())
+	tr.simulcast = true
+	plis := make([]int, 2)
+	for i, rid := range []string{"q", "f"} {
+		tr.addLayer(rid, nil, func() { plis[i]++ })
+	}
+	tr.sid = "TR_kf"
+	d, w := boundRec(tr)
+	seq := uint16(1)
+	send := func(l int, key bool) {
+		tr.layer(l).forward(layerPacket(l, seq, key))
+		seq++
+		drain(d)
+	}
+	send(0, true)
+	d.setTarget(1)
+	asked := plis[1]
+	for i := 0; i < 10; i++ {
+		send(1, false)
+		send(0, false)
+	}
+	if plis[1] != asked || d.Layer() != 0 {
+		t.Fatalf("within keyframeRetry: %d more PLIs for f, on layer %d", plis[1]-asked, d.Layer())
+	}
+	d.kfAsked = d.kfAsked.Add(-keyframeRetry)
+	tr.layer(1).lastPLI.Store(0) // the layer's own throttle has passed too
+	send(0, false)               // the current layer goes on
+	send(1, false)
+	if plis[1] != asked+1 || d.kfRetries.Load() != 1 {
+		t.Fatalf("after keyframeRetry: %d more PLIs for f, %d retries; want 1", plis[1]-asked, d.kfRetries.Load())
+	}
+	send(1, true)
+	if d.Layer() != 1 || !d.kfAsked.IsZero() {
+		t.Fatalf("on layer %d, waiting since %v after f's keyframe", d.Layer(), d.kfAsked)
+	}
+	if len(w.pkts) < 12 {
+		t.Fatalf("forwarded %d packets", len(w.pkts))
+	}
+}
