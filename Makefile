@@ -14,6 +14,13 @@ TEST_DEPS := chromium:chromium redis-server:redis-server turnutils_uclient:cotur
 TEST_STEPS := deps lint compile gotest fuzz benchcheck compose
 
 FUZZTIME ?= 10s
+# gotestsum runs go test and reruns a failed top-level test once (never one
+# that raced). The media tests share 2 cores with headless Chromium; a test
+# that fails and then passes is listed at the end of the run as flaky.
+GOTESTSUM_VERSION := v1.13.0
+GOTESTSUM := $(shell $(GO) env GOPATH)/bin/gotestsum
+GOTESTSUM_FLAGS ?= --format standard-quiet --rerun-fails=1 --rerun-fails-run-root-test \
+	--rerun-fails-abort-on-data-race --rerun-fails-max-failures=8
 GOTEST_TIMEOUT ?= 15m
 # Packages one at a time: the media tests (40 pion peers, headless Chromium,
 # coturn) are timing-sensitive and share 2 cores in CI.
@@ -63,6 +70,8 @@ lint:
 # them) while the network is there: the tests themselves run without it.
 compile:
 	$(GO) mod download
+	@[ -x "$(GOTESTSUM)" ] && "$(GOTESTSUM)" --version | grep -q "$(GOTESTSUM_VERSION:v%=%)" || \
+		{ echo "go install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)"; $(GO) install gotest.tools/gotestsum@$(GOTESTSUM_VERSION); }
 	$(GO) test -race -count=1 -run '^$$' ./... >/dev/null
 
 # The tests run in a network namespace that has only loopback, so no media
@@ -73,15 +82,19 @@ gotest:
 	@ns=""; \
 	if unshare -n true 2>/dev/null; then ns="unshare -n"; \
 	elif unshare -rn true 2>/dev/null; then ns="unshare -rn"; fi; \
+	report=$$(mktemp); trap 'rm -f "$$report"' EXIT; \
+	run="$(GOTESTSUM) $(GOTESTSUM_FLAGS) --rerun-fails-report $$report --packages ./... -- -race -count=1 -timeout $(GOTEST_TIMEOUT) $(GOTEST_FLAGS)"; \
 	if [ -n "$$ns" ]; then \
 		echo "$$ns: go test -race ./... (loopback only)"; \
-		$$ns sh -c 'ip link set lo up && exec "$$@"' netns $(GO) test -race -count=1 -timeout $(GOTEST_TIMEOUT) $(GOTEST_FLAGS) ./...; \
+		$$ns sh -c 'ip link set lo up && exec "$$@"' netns $$run; rc=$$?; \
 	elif [ "$$CI" = "true" ]; then \
 		echo "CI: cannot create a loopback-only network namespace (unshare -n needs root or user namespaces)"; exit 1; \
 	else \
 		echo "WARNING: cannot create a loopback-only network namespace (run as root); media tests will see every interface"; \
-		$(GO) test -race -count=1 -timeout $(GOTEST_TIMEOUT) $(GOTEST_FLAGS) ./...; \
-	fi
+		$$run; rc=$$?; \
+	fi; \
+	if [ -s "$$report" ]; then echo "FLAKY: these tests failed, and were run again:"; sed 's/^/  /' "$$report"; fi; \
+	exit $$rc
 
 # Every `func FuzzX` in a _test.go file, found afresh on each run, for
 # FUZZTIME each. A failing input is saved under the package's testdata/fuzz:
