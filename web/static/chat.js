@@ -43,7 +43,7 @@ export class Chat {
     this.nodes = new Map(); // id -> <li>
     this.seq = 0;
     this.inFlight = new Set(); // ids sent on the open channel, not yet acknowledged
-    this.retryTimer = 0;
+    this.retryTimer = 0; // set only while limited
     this.retryDue = 0;
     // After a rate limit, the outbox goes out one message at a time, each
     // after the previous one's chat_ack, until it is empty: a slot that
@@ -109,7 +109,7 @@ export class Chat {
     this.addOwn(entry);
     // While earlier messages wait out a rate limit, this one waits behind
     // them: they go out in order.
-    if (!this.retryTimer && !this.limited) this.transmit(entry);
+    if (!this.limited) this.transmit(entry);
     input.value = '';
     this.stopTyping();
     this.render(true);
@@ -172,14 +172,14 @@ export class Chat {
       this.stopTyping();
       return;
     }
+    if (this.limited) return;
     const now = Date.now();
-    if (this.retryTimer || this.limited) return;
     if (now - this.typingAt >= TYPING_EVERY_MS && this.send({ type: 'presence', typing: true })) this.typingAt = now;
   }
 
   stopTyping() {
     if (!this.typingAt) return;
-    if (this.retryTimer || this.limited) {
+    if (this.limited) {
       this.typingAt = 0; // the server's typing timeout ends it
       return;
     }
