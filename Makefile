@@ -126,9 +126,10 @@ bench:
 	.ci/netns $(GO) test -run '^$$' -bench 'DataRoom100' -benchtime 3000x ./signaling/
 
 # Every benchmark once, briefly, so that none rots (figures come from
-# make bench, not from here).
+# make bench, not from here), and the zero-allocation tests without -race,
+# where allocation counts are exact.
 benchcheck:
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
-	if ! .ci/netns $(GO) test -run '^$$' -bench . -benchtime 10x ./... >"$$log" 2>&1; then \
-		cat "$$log"; echo "a benchmark failed"; exit 1; \
-	fi; echo "every benchmark ran (10 iterations each)"
+	if ! .ci/netns $(GO) test -run 'DoesNotAllocate' -bench . -benchtime 10x ./... >"$$log" 2>&1; then \
+		cat "$$log"; echo "a benchmark or an allocation test failed"; exit 1; \
+	fi; echo "every benchmark ran (10 iterations each); no allocation test failed"

@@ -1,0 +1,45 @@
+package sfu
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// gsoCmsgLen is the size of the UDP_SEGMENT control message, room for
+// unix.CmsgSpace(2) on every platform Go runs Linux on.
+const gsoCmsgLen = 24
+
+// putGSOCmsg writes a UDP_SEGMENT control message for segments of size
+// bytes into b (gsoCmsgLen long).
+func putGSOCmsg(b []byte, size uint16) {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], size)
+}
+
+// gsoSupported reports whether the kernel takes UDP_SEGMENT on c: reading
+// the option back works from Linux 4.18, the release that added UDP GSO.
+func gsoSupported(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	_ = rc.Control(func(fd uintptr) {
+		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+		ok = err == nil
+	})
+	return ok
+}
+
+// isGSOError: the kernel refused a segmented send (EIO: the device cannot
+// checksum; EINVAL: a segment size it does not take).
+func isGSOError(err error) bool {
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL)
+}
