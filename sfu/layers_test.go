@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -575,7 +576,8 @@ func TestDynacast(t *testing.T) {
 	if last := got[len(got)-1]; len(last) != 0 {
 		t.Fatalf("no subscribers: %v, want []", last)
 	}
-	// A layer the publisher described but never sent stays on.
+	// A layer the publisher described but has not sent stays on while
+	// somebody wants the nearest layer that came, and only then.
 	late := newTrackGroup("cam", webrtc.RTPCodecTypeVideo, vp8, []LayerDesc{{RID: "q"}, {RID: "h"}, {RID: "f"}}, slog.Default())
 	late.simulcast = true
 	late.addLayer("q", nil, func() {})
@@ -583,9 +585,30 @@ func TestDynacast(t *testing.T) {
 	var lateGot [][]string
 	late.OnLayers(func(rids []string) { lateGot = append(lateGot, rids) })
 	late.lastLayer.Store(now.Add(-time.Minute).UnixNano())
+	big := NewDownTrack(late, "big")
+	late.addDown(big)
+	big.want.Store(1) // h, the best there is
 	late.updateActive(now)
-	if len(lateGot) != 1 || len(lateGot[0]) != 1 || lateGot[0][0] != "f" {
-		t.Fatalf("nobody watches a track whose f never came: %v, want [[f]]", lateGot)
+	if len(lateGot) != 1 || !slices.Equal(lateGot[0], []string{"h", "f"}) {
+		t.Fatalf("a subscriber on h, f never came: %v, want [[h f]]", lateGot)
+	}
+	// Everyone small (TestBrowserSimulcast's dynacast step when the
+	// publisher's own estimate kept f from starting): only q.
+	big.want.Store(0)
+	late.updateActive(now.Add(dynacastHold + time.Second))
+	if len(lateGot) != 2 || !slices.Equal(lateGot[1], []string{"q"}) {
+		t.Fatalf("everyone on q, f never came: %v, want q only", lateGot)
+	}
+	// Nobody: nothing, f included.
+	late.removeDown(big)
+	late.updateActive(now.Add(3 * dynacastHold))
+	if last := lateGot[len(lateGot)-1]; len(last) != 0 {
+		t.Fatalf("nobody watches a track whose f never came: %v, want []", last)
+	}
+	// No layer arrived yet: the described ones stay on.
+	none := newTrackGroup("cam", webrtc.RTPCodecTypeVideo, vp8, []LayerDesc{{RID: "q"}, {RID: "f"}}, slog.Default())
+	if !none.neighbourWanted(1, now) {
+		t.Fatal("with no layer arrived, a described one was paused")
 	}
 	// A track that was just published keeps every layer on.
 	fresh := simTrack()

@@ -380,18 +380,24 @@ func (t *Track) updateActive(now time.Time) {
 			active = append(active, l.rid)
 		}
 	}
-	// A layer the publisher described but never sent (its encoder had not
-	// started it yet) stays on: the server cannot offer what it has not
-	// seen, and pausing it would keep it unseen for good.
-	for _, d := range t.desc {
-		if !t.hasRID(d.RID) && !slices.Contains(active, d.RID) {
+	// A layer the publisher described but has not sent (its encoder has
+	// not started it, e.g. its own bandwidth estimate is still low) stays
+	// on while a subscriber wants the nearest layer that did arrive, above
+	// or below it: that subscriber would move to it once it comes, and
+	// pausing it would keep it unseen for good. Nobody near it: it is
+	// paused like any other, or it would keep the encoder busy for nobody.
+	for i, d := range t.desc {
+		if t.hasRID(d.RID) || slices.Contains(active, d.RID) {
+			continue
+		}
+		if fresh || t.neighbourWanted(i, now) {
 			active = append(active, d.RID)
 		}
 	}
 	if t.active != nil && slices.Equal(active, t.active) {
 		return
 	}
-	if t.active == nil && len(active) == t.layerCount() {
+	if t.active == nil && t.allOn(active) {
 		t.active = active // the publisher starts with every layer on
 		return
 	}
@@ -400,6 +406,41 @@ func (t *Track) updateActive(now time.Time) {
 	}
 	t.active = active
 	(*f)(slices.Clone(active))
+}
+
+// allOn reports whether active holds every layer, arrived or described.
+func (t *Track) allOn(active []string) bool {
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil && !slices.Contains(active, l.rid) {
+			return false
+		}
+	}
+	for _, d := range t.desc {
+		if !slices.Contains(active, d.RID) {
+			return false
+		}
+	}
+	return true
+}
+
+// neighbourWanted reports whether a subscriber wanted, within
+// dynacastHold, the arrived layer nearest below or above index i (true
+// when no layer has arrived). activeMu is held.
+func (t *Track) neighbourWanted(i int, now time.Time) bool {
+	found := false
+	for _, step := range [2]int{-1, 1} {
+		for j := i + step; j >= 0 && j < maxLayers; j += step {
+			if t.layer(j) == nil {
+				continue
+			}
+			found = true
+			if now.Sub(t.wantedAt[j]) < dynacastHold {
+				return true
+			}
+			break
+		}
+	}
+	return !found
 }
 
 // pliSender returns a function that sends a PLI for ssrc on pc.
