@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"encoding/binary"
+	"math"
 	"testing"
 	"time"
 
@@ -91,5 +92,29 @@ func TestValidate(t *testing.T) {
 	meeting.Subscribers, meeting.PublishersSubscribe = 0, true
 	if err := meeting.Validate(); err != nil || meeting.Warmup != 2*time.Second {
 		t.Errorf("meeting: %v, warmup %s", err, meeting.Warmup)
+	}
+}
+
+// TestDelayQuantiles: quantiles of the difference of two scrapes of the
+// server's histogram, interpolated within a bucket.
+func TestDelayQuantiles(t *testing.T) {
+	inf := math.Inf(1)
+	start := metricsSample{delay: map[float64]float64{0.001: 100, 0.002: 100, 0.005: 100, inf: 100}}
+	// 100 new copies: 60 within 1 ms, 38 in (1, 2] ms, 2 in (2, 5] ms.
+	end := metricsSample{delay: map[float64]float64{0.001: 160, 0.002: 198, 0.005: 200, inf: 200}}
+	p50, p99, under, n, ok := delayQuantiles(start, end)
+	if !ok || n != 100 || math.Abs(under-0.6) > 1e-9 {
+		t.Fatalf("n %v under %v ok %v", n, under, ok)
+	}
+	if math.Abs(p50-0.001*50/60) > 1e-9 || math.Abs(p99-(0.002+0.003*0.5)) > 1e-9 {
+		t.Fatalf("p50 %v p99 %v", p50, p99)
+	}
+	if _, _, _, _, ok := delayQuantiles(start, start); ok {
+		t.Fatal("quantiles of nothing")
+	}
+	// Beyond the last bound: the bound.
+	end = metricsSample{delay: map[float64]float64{0.001: 100, 0.002: 100, 0.005: 100, inf: 200}}
+	if _, p99, _, _, _ := delayQuantiles(start, end); p99 != 0.005 {
+		t.Fatalf("p99 beyond the last bound: %v", p99)
 	}
 }

@@ -156,6 +156,19 @@ type ServerCost struct {
 	// RSS before the clients) per receiver, publishers' cost included.
 	Receivers      int     `json:"receivers"`
 	RSSPerReceiver float64 `json:"rss_bytes_per_receiver"`
+	// ForwardDelay is the server's own forwarding delay over the
+	// measurement (parley_forward_delay_seconds): from a packet's arrival
+	// to the end of its write to a subscriber, without the network and the
+	// clients; absent from a server that does not report it.
+	ForwardDelay *ServerDelay `json:"forward_delay,omitempty"`
+}
+
+// ServerDelay summarises the server's forwarding delay histogram.
+type ServerDelay struct {
+	Copies   float64 `json:"copies"` // forwarded copies observed
+	P50MS    float64 `json:"p50_ms"`
+	P99MS    float64 `json:"p99_ms"`
+	Under1ms float64 `json:"share_under_1ms"`
 }
 
 // Run joins every client, sends and measures for cfg.Duration, leaves,
@@ -377,6 +390,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			s.Receivers += cfg.Rooms * cfg.Publishers
 		}
 		s.RSSPerReceiver = grew / float64(s.Receivers)
+		if p50, p99, under, n, ok := delayQuantiles(start, end); ok {
+			s.ForwardDelay = &ServerDelay{Copies: n, P50MS: p50 * 1e3, P99MS: p99 * 1e3, Under1ms: under}
+		}
 		rep.Server = s
 	}
 	return rep, nil

@@ -64,6 +64,7 @@ var (
 	nacksSentDesc    = desc("nacks_sent_total", "Packets the server asked publishers to resend (NACK).")
 	switchesDesc     = desc("layer_switches_total", "Simulcast layer switches of subscribers.")
 	paddingDesc      = desc("padding_bytes_total", "RTX padding sent to probe subscribers' bandwidth.")
+	delayDesc        = desc("forward_delay_seconds", "Time from a packet's arrival from the publisher to the end of its write to a subscriber (SRTP and the system call included), per forwarded copy; resends not counted.")
 	lossDesc         = desc("loss_ratio", "Mean fraction of packets lost that subscribers report, over the forwarded tracks.")
 	wsDesc           = desc("websocket_connections", "Open signaling WebSockets.")
 	errorsDesc       = desc("signaling_errors_total", "Errors sent to clients, by code.", "code")
@@ -86,7 +87,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
-		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
+		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
 	}
@@ -125,6 +126,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(nacksSentDesc, es.NACKsSent)
 	counter(switchesDesc, es.LayerSwitches)
 	counter(paddingDesc, es.PaddingBytes)
+	ch <- forwardDelay(es.ForwardDelay)
 	gauge(lossDesc, es.LossRatio)
 
 	ss := c.src.Signaling.Stats()
@@ -155,4 +157,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(hookFailDesc, failed)
 		counter(hookSentDesc, sent)
 	}
+}
+
+// forwardDelay is the engine's delay histogram as a Prometheus one
+// (cumulative buckets).
+func forwardDelay(d sfu.Delay) prometheus.Metric {
+	bounds := sfu.DelayBounds()
+	buckets := make(map[float64]uint64, len(bounds))
+	var n uint64
+	for i, b := range bounds {
+		n += d.Counts[i]
+		buckets[b] = n
+	}
+	n += d.Counts[len(bounds)]
+	return prometheus.MustNewConstHistogram(delayDesc, n, float64(d.SumNS)/1e9, buckets)
 }

@@ -125,6 +125,7 @@ type DownTrack struct {
 	switches  atomic.Uint64 // layer switches
 	kfRetries atomic.Uint64 // keyframes asked for again after keyframeRetry of waiting
 	loss      atomic.Uint32 // 1 + the last fraction lost reported (x/256); 0: no report
+	delay     delayHist     // arrival to written, per forwarded packet (not resends)
 
 	onREMB func(bps uint64) // the subscriber connection's estimate
 	ready  *atomic.Bool     // the subscriber connection is up; nil: always
@@ -438,7 +439,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 		d.detachFrom(l)
 		return
 	}
-	n, ok := l.ring.get(num, d.buf[:])
+	n, at, ok := l.ring.get(num, d.buf[:])
 	if !ok {
 		d.drops.Add(1)
 		return
@@ -521,6 +522,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 		d.drops.Add(1)
 		return
 	}
+	d.delay.observe(monoNow() - at)
 	d.packets.Add(1)
 	d.bytes.Add(uint64(n))
 }
@@ -570,7 +572,7 @@ func (d *DownTrack) resend(seq uint16) {
 	if !e.valid || e.out != seq || e.tries >= maxResends || now-e.sentAt < int64(nackResendInterval)<<e.tries {
 		return
 	}
-	n, ok := e.l.ring.get(e.num, d.rbuf[:packetMTU])
+	n, _, ok := e.l.ring.get(e.num, d.rbuf[:packetMTU])
 	if !ok {
 		return
 	}

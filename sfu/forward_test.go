@@ -165,14 +165,14 @@ func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 func TestOverwrittenPacketIsNotSent(t *testing.T) {
 	tr := testTrack()
 	var r ring
-	r.put(1, []byte{1, 2, 3})
-	r.put(1+ringSize, []byte{4, 5, 6})
+	r.put(1, []byte{1, 2, 3}, 10)
+	r.put(1+ringSize, []byte{4, 5, 6}, 20)
 	buf := make([]byte, 10)
-	if _, ok := r.get(1, buf); ok {
+	if _, _, ok := r.get(1, buf); ok {
 		t.Fatal("got a packet that was overwritten")
 	}
-	if n, ok := r.get(1+ringSize, buf); !ok || n != 3 || buf[0] != 4 {
-		t.Fatalf("n=%d ok=%v", n, ok)
+	if n, at, ok := r.get(1+ringSize, buf); !ok || n != 3 || buf[0] != 4 || at != 20 {
+		t.Fatalf("n=%d at=%d ok=%v", n, at, ok)
 	}
 	_ = tr
 }
@@ -262,5 +262,47 @@ func TestDownTrackAsksAgainForALostKeyframe(t *testing.T) {
 	drain(d)
 	if w.n != 1 || !d.kfAsked.IsZero() {
 		t.Fatalf("keyframe: sent %d, still waiting since %v", w.n, d.kfAsked)
+	}
+}
+
+// TestForwardDelayIsMeasured: every forwarded copy is one observation of
+// the time from its arrival to the end of its write, in the right bucket.
+func TestForwardDelayIsMeasured(t *testing.T) {
+	tr := testTrack()
+	tr.sid = "TR_d"
+	d, w := bound(tr, 7)
+	tr.forward(packet(1, 0, true, 100))
+	tr.forward(packet(2, 3000, false, 100))
+	drain(d)
+	tr.forward(packet(3, 6000, false, 100))
+	time.Sleep(3 * time.Millisecond) // the writer is 3 ms late
+	drain(d)
+	h := d.delay.load()
+	var n, late uint64
+	for i, c := range h.Counts {
+		n += c
+		if i >= 7 { // above 2.5 ms
+			late += c
+		}
+	}
+	if n != 3 || w.n != 3 {
+		t.Fatalf("%d observations for %d packets written", n, w.n)
+	}
+	if late < 1 || h.SumNS < uint64(3*time.Millisecond) {
+		t.Fatalf("buckets %v (sum %d ns): the packet written 3 ms late is not above 2.5 ms", h.Counts, h.SumNS)
+	}
+
+	// The buckets: a bound is inclusive; below zero (cannot happen on the
+	// monotonic clock) counts as zero; beyond the last bound, the last.
+	var b delayHist
+	for _, ns := range []int64{-5, 10_000, 25_000, 25_001, 1_000_000, 1_000_001, 2_000_000_000} {
+		b.observe(ns)
+	}
+	want := [len(delayBounds) + 1]uint64{0: 3, 1: 1, 5: 1, 6: 1, len(delayBounds): 1}
+	if got := b.load().Counts; got != want {
+		t.Fatalf("buckets %v, want %v", got, want)
+	}
+	if DelayBounds()[5] != 1e-3 || DelayBounds()[7] != 5e-3 {
+		t.Fatal("bucket bounds changed: update this test and docs/api.md")
 	}
 }

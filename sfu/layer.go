@@ -137,7 +137,7 @@ func (l *Layer) forward(pkt []byte) {
 	}
 	l.lastNum++
 	num := l.lastNum
-	l.ring.put(num, pkt)
+	l.ring.put(num, pkt, monoNow())
 	if t.muted.Load() {
 		return
 	}

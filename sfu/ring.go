@@ -15,6 +15,7 @@ type slot struct {
 	mu  sync.RWMutex
 	num uint64 // packet number stored here; 0 = empty
 	n   int
+	at  int64 // when it arrived (monoNow)
 	buf [packetMTU]byte
 }
 
@@ -25,24 +26,27 @@ type ring struct {
 	slots [ringSize]slot
 }
 
-// put stores pkt as packet number num (num > 0, increasing).
-func (r *ring) put(num uint64, pkt []byte) {
+// put stores pkt as packet number num (num > 0, increasing), arrived at
+// at (monoNow).
+func (r *ring) put(num uint64, pkt []byte, at int64) {
 	s := &r.slots[num&(ringSize-1)]
 	s.mu.Lock()
 	s.num = num
+	s.at = at
 	s.n = copy(s.buf[:], pkt)
 	s.mu.Unlock()
 }
 
-// get copies packet num into dst and reports whether it was still there.
-func (r *ring) get(num uint64, dst []byte) (int, bool) {
+// get copies packet num into dst and reports whether it was still there,
+// and when it arrived.
+func (r *ring) get(num uint64, dst []byte) (n int, at int64, ok bool) {
 	s := &r.slots[num&(ringSize-1)]
 	s.mu.RLock()
 	if s.num != num {
 		s.mu.RUnlock()
-		return 0, false
+		return 0, 0, false
 	}
-	n := copy(dst, s.buf[:s.n])
+	n, at = copy(dst, s.buf[:s.n]), s.at
 	s.mu.RUnlock()
-	return n, true
+	return n, at, true
 }

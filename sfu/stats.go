@@ -16,6 +16,9 @@ type Stats struct {
 	NACKsSent            uint64 // packets the SFU asked publishers to resend
 	LayerSwitches        uint64 // simulcast layer switches of subscribers
 	PaddingBytes         uint64 // RTX padding sent to probe for bandwidth
+	// ForwardDelay: from each forwarded packet's arrival to the end of
+	// its write to a subscriber (resends not counted).
+	ForwardDelay Delay
 	// LossRatio is the mean fraction of packets lost that subscribers
 	// report (RTCP receiver reports) over the forwarded tracks that have
 	// reported.
@@ -69,6 +72,8 @@ func (s *engineStats) endDown(d *DownTrack) {
 		s.ended.Retransmissions += d.retx.Load()
 		s.ended.LayerSwitches += d.switches.Load()
 		s.ended.PaddingBytes += d.padded.Load()
+		dl := d.delay.load()
+		s.ended.ForwardDelay.add(&dl)
 	}
 	s.mu.Unlock()
 }
@@ -95,6 +100,8 @@ func (e *Engine) Stats() Stats {
 		st.Retransmissions += d.retx.Load()
 		st.LayerSwitches += d.switches.Load()
 		st.PaddingBytes += d.padded.Load()
+		dl := d.delay.load()
+		st.ForwardDelay.add(&dl)
 		if l := d.loss.Load(); l > 0 {
 			lossSum += float64(l-1) / 256
 			reported++

@@ -296,6 +296,12 @@ func TestAdminActionsWithPeers(t *testing.T) {
 			t.Errorf("forwarding counters did not grow: out %v -> %v, in %v -> %v", m1["parley_packets_out_total"], m2["parley_packets_out_total"],
 				m1["parley_packets_in_total"], m2["parley_packets_in_total"])
 		}
+		delay, inf := m2["parley_forward_delay_seconds_count"], m2[`parley_forward_delay_seconds_bucket{le="+Inf"}`]
+		if delay <= m1["parley_forward_delay_seconds_count"] || inf != delay || m2["parley_forward_delay_seconds_sum"] <= 0 ||
+			delay > m2["parley_packets_out_total"]+100 {
+			t.Errorf("forwarding delay histogram: count %v -> %v (+Inf bucket %v, sum %v), packets out %v", m1["parley_forward_delay_seconds_count"],
+				delay, inf, m2["parley_forward_delay_seconds_sum"], m2["parley_packets_out_total"])
+		}
 		if m2["process_resident_memory_bytes"] <= 0 || m2["go_goroutines"] <= 0 || m2[`parley_data_messages_total{type="heartbeat"}`] < 0 {
 			t.Error("runtime and process metrics are missing")
 		}

@@ -154,5 +154,9 @@ func printReport(w io.Writer, cfg loadtest.Config, r *loadtest.Report) {
 			s.CPUSeconds, s.CPUPercent, s.PacketsForwarded, s.CPUPerPacketUS, s.CPUSecondsPerMillion)
 		fmt.Fprintf(w, "memory:     RSS %.0f MiB before the clients, %.0f MiB at most: %.0f KiB per subscribed track (%.0f tracks), %.0f KiB per receiving participant (%d)\n",
 			s.RSSStartBytes/(1<<20), s.RSSMaxBytes/(1<<20), s.RSSPerSubscribedTrack/1024, s.SubscribedTracks, s.RSSPerReceiver/1024, s.Receivers)
+		if d := s.ForwardDelay; d != nil {
+			fmt.Fprintf(w, "forwarding: p50 %.3f ms  p99 %.3f ms  %.2f%% within 1 ms (the server's own, arrival to written, %.0f copies)\n",
+				d.P50MS, d.P99MS, 100*d.Under1ms, d.Copies)
+		}
 	}
 }

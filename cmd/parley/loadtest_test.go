@@ -39,11 +39,19 @@ func TestLoadtestShort(t *testing.T) {
 	if s == nil || s.CPUSeconds <= 0 || s.PacketsForwarded <= 0 || s.RSSMaxBytes <= 0 || s.SubscribedTracks != 12 {
 		t.Fatalf("server cost not measured: %+v", s)
 	}
+	// The server's own forwarding delay: one observation per forwarded
+	// copy (so about as many as forwarded packets, resends aside), with
+	// quantiles in order.
+	d := s.ForwardDelay
+	if d == nil || d.Copies < 0.9*s.PacketsForwarded || d.Copies > 1.1*s.PacketsForwarded || d.P50MS <= 0 || d.P99MS < d.P50MS ||
+		d.Under1ms <= 0 || d.Under1ms > 1 {
+		t.Fatalf("forwarding delay not measured: %+v (forwarded %v)", d, s.PacketsForwarded)
+	}
 	if !strings.Contains(progress.String(), "clients 8/8") {
 		t.Fatalf("no progress lines: %q", progress.String())
 	}
-	t.Logf("%d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms, server %.1f µs CPU per forwarded packet",
-		rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99, s.CPUPerPacketUS)
+	t.Logf("%d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms, server %.1f µs CPU per forwarded packet, forwarding p50 %.3f ms p99 %.3f ms",
+		rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99, s.CPUPerPacketUS, d.P50MS, d.P99MS)
 
 	// The command prints the same report, and refuses bad flags.
 	var out, errb strings.Builder
