@@ -164,7 +164,7 @@ func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 
 func TestOverwrittenPacketIsNotSent(t *testing.T) {
 	tr := testTrack()
-	var r ring
+	r := newRing(ringSize)
 	r.put(1, []byte{1, 2, 3}, 10)
 	r.put(1+ringSize, []byte{4, 5, 6}, 20)
 	buf := make([]byte, 10)
@@ -304,5 +304,29 @@ func TestForwardDelayIsMeasured(t *testing.T) {
 	}
 	if DelayBounds()[5] != 1e-3 || DelayBounds()[7] != 5e-3 {
 		t.Fatal("bucket bounds changed: update this test and docs/api.md")
+	}
+}
+
+// TestAudioKeepsASmallerRing: an audio track keeps audioRingSize packets
+// (2.5 s of Opus), a video layer ringSize.
+func TestAudioKeepsASmallerRing(t *testing.T) {
+	opus := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}
+	a := newTrack("mic", webrtc.RTPCodecTypeAudio, opus, func() {}, slog.Default())
+	v := testTrack()
+	for _, tc := range []struct {
+		tr   *Track
+		keep int
+	}{{a, audioRingSize}, {v, ringSize}} {
+		l := tc.tr.layer(0)
+		for i := 1; i <= tc.keep+1; i++ {
+			l.forward(packet(uint16(i), uint32(i)*960, true, 50))
+		}
+		buf := make([]byte, packetMTU)
+		if _, _, ok := l.ring.get(1, buf); ok {
+			t.Errorf("%s: packet 1 still kept after %d more", tc.tr.Kind(), tc.keep)
+		}
+		if _, _, ok := l.ring.get(2, buf); !ok {
+			t.Errorf("%s: packet 2 gone after %d more; want %d kept", tc.tr.Kind(), tc.keep-1, tc.keep)
+		}
 	}
 }

@@ -56,8 +56,9 @@ type Layer struct {
 }
 
 func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
-	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI}
+	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI, ring: newRing(audioRingSize)}
 	if t.kind == webrtc.RTPCodecTypeVideo {
+		l.ring = newRing(ringSize)
 		l.nack = &nackGen{} // before the read loop can start
 	}
 	return l

@@ -3,8 +3,14 @@ package sfu
 import "sync"
 
 const (
-	ringSize  = 512  // packets kept per published track (power of two)
+	ringSize  = 512  // packets kept per published video layer (power of two): 2.7 s at 1.7 Mbit/s
 	packetMTU = 1500 // largest RTP packet we accept
+
+	// audioRingSize is how many packets an audio track keeps: 2.5 s of
+	// 20 ms Opus frames, for the rare NACK (browsers do not negotiate NACK
+	// for audio by default). A video-sized ring would hold 768 KiB per
+	// audio track, a third of a meeting server's heap.
+	audioRingSize = 128
 )
 
 // slot is one preallocated packet buffer. The track's read loop is the only
@@ -23,13 +29,19 @@ type slot struct {
 // allocation per packet, indices (packet numbers) are passed around instead of
 // slices.
 type ring struct {
-	slots [ringSize]slot
+	slots []slot
+	mask  uint64
+}
+
+// newRing makes a ring of n slots (a power of two).
+func newRing(n int) ring {
+	return ring{slots: make([]slot, n), mask: uint64(n - 1)}
 }
 
 // put stores pkt as packet number num (num > 0, increasing), arrived at
 // at (monoNow).
 func (r *ring) put(num uint64, pkt []byte, at int64) {
-	s := &r.slots[num&(ringSize-1)]
+	s := &r.slots[num&r.mask]
 	s.mu.Lock()
 	s.num = num
 	s.at = at
@@ -40,7 +52,7 @@ func (r *ring) put(num uint64, pkt []byte, at int64) {
 // get copies packet num into dst and reports whether it was still there,
 // and when it arrived.
 func (r *ring) get(num uint64, dst []byte) (n int, at int64, ok bool) {
-	s := &r.slots[num&(ringSize-1)]
+	s := &r.slots[num&r.mask]
 	s.mu.RLock()
 	if s.num != num {
 		s.mu.RUnlock()
