@@ -134,7 +134,7 @@ func dial(ctx context.Context, pubAPI, subAPI *webrtc.API, wsURL, room, identity
 			}
 		})
 	}
-	c.sub.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { go recv.read(tr) })
+	c.sub.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { go recv.read(tr, identity) })
 	go c.readLoop()
 	return c, nil
 }

@@ -229,10 +229,15 @@ type receiver struct {
 	stopped bool
 }
 
-// trackStats is one received track's state; all but expected belong to
-// its reading goroutine until done is closed.
+// trackStats is one received track's state; all but the atomic counters
+// belong to its reading goroutine until done is closed.
 type trackStats struct {
 	expected atomic.Uint64
+	// received and lost are this track's share of the receiver's packets
+	// and lossy, for the report per subscriber.
+	received, lost atomic.Uint64
+	who            string // the subscribing client's identity
+
 	video    bool
 	started  bool
 	first    int64 // extended sequence numbers
@@ -245,9 +250,9 @@ type trackStats struct {
 	done     chan struct{}
 }
 
-// read reads one remote track until it ends.
-func (r *receiver) read(tr *webrtc.TrackRemote) {
-	ts := &trackStats{done: make(chan struct{}), video: tr.Kind() == webrtc.RTPCodecTypeVideo}
+// read reads one remote track of subscriber who until it ends.
+func (r *receiver) read(tr *webrtc.TrackRemote, who string) {
+	ts := &trackStats{done: make(chan struct{}), video: tr.Kind() == webrtc.RTPCodecTypeVideo, who: who}
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
@@ -289,6 +294,7 @@ func (r *receiver) observe(ts *trackStats, pkt []byte, at int64) {
 	case ext > ts.highest:
 		if gap := ext - ts.highest - 1; gap > 0 {
 			r.lossy.Add(uint64(gap))
+			ts.lost.Add(uint64(gap))
 		}
 		for s := max(ts.highest+1, ext-seqWindow+1); s < ext; s++ {
 			ts.mark(s, false)
@@ -300,10 +306,12 @@ func (r *receiver) observe(ts *trackStats, pkt []byte, at int64) {
 		return // a duplicate
 	case ext < ts.highest:
 		r.lossy.Add(^uint64(0)) // a late arrival fills its gap
+		ts.lost.Add(^uint64(0))
 	}
 	ts.mark(ext, true)
 	ts.expected.Store(uint64(ts.highest - ts.first + 1))
 	r.packets.Add(1)
+	ts.received.Add(1)
 	r.bytes.Add(uint64(len(pkt)))
 	payload := pkt[hl:]
 	if h.Padding && len(payload) > 0 {
@@ -386,6 +394,26 @@ func (r *receiver) expected() uint64 {
 		n += t.expected.Load()
 	}
 	return n
+}
+
+// packetCount is one subscriber's packets: expected from its sequence
+// numbers, received, and lost (net of late arrivals; counters wrap like
+// receiver.lossy, so subtract two readings with since).
+type packetCount struct{ expected, received, lost uint64 }
+
+// perSubscriber is every subscriber's packets so far, by identity.
+func (r *receiver) perSubscriber() map[string]packetCount {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := map[string]packetCount{}
+	for _, t := range r.tracks {
+		c := m[t.who]
+		c.expected += t.expected.Load()
+		c.received += t.received.Load()
+		c.lost += t.lost.Load()
+		m[t.who] = c
+	}
+	return m
 }
 
 // finish waits (at most wait) for the read loops, whose tracks must be

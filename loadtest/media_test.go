@@ -118,3 +118,53 @@ func TestDelayQuantiles(t *testing.T) {
 		t.Fatalf("p99 beyond the last bound: %v", p99)
 	}
 }
+
+// TestPerSubscriber: packets are counted per subscribing client across
+// its tracks, the window is the difference of two readings (a late
+// repair that takes a loss back included), a receiver no track reached
+// counts as no media, and the lossiest comes first.
+func TestPerSubscriber(t *testing.T) {
+	r := &receiver{}
+	now := time.Now()
+	a1 := &trackStats{video: true, who: "a"}
+	a2 := &trackStats{video: true, who: "a"}
+	b := &trackStats{video: true, who: "b"}
+	r.tracks = []*trackStats{a1, a2, b}
+	feed := func(ts *trackStats, seqs ...uint16) {
+		for _, s := range seqs {
+			r.observe(ts, videoPacket(t, s, 'f', now), now.UnixNano())
+		}
+	}
+	feed(a1, 1, 2)
+	feed(b, 10, 12) // 11 lost before the window
+	base := r.perSubscriber()
+	if base["b"].lost != 1 || base["a"].received != 2 {
+		t.Fatalf("base %+v", base)
+	}
+	feed(a1, 3, 4)
+	feed(a2, 100, 101, 102)
+	feed(b, 11)         // the repair: the window gets one loss back
+	feed(b, 13, 15, 16) // 14 lost
+	ps := perSubscriber([]string{"a", "b", "c"}, base, r.perSubscriber())
+	if ps.Receivers != 3 || ps.WithLoss != 0 || ps.NoMedia != 1 || ps.ReceivedMin != 0 || ps.ReceivedMax != 5 {
+		t.Fatalf("summary %+v", ps)
+	}
+	// b: lost 14 but got 11 back, net 0 in the window; expected 13..16
+	// plus 11 filled in: 4 more than before (10..12 was 3)
+	want := []SubscriberPackets{
+		{Identity: "c"},
+		{Identity: "b", Expected: 4, Received: 4, Lost: 0},
+		{Identity: "a", Expected: 5, Received: 5, Lost: 0},
+	}
+	for i, w := range want {
+		if ps.Each[i] != w {
+			t.Errorf("entry %d: %+v, want %+v", i, ps.Each[i], w)
+		}
+	}
+	base = r.perSubscriber()
+	feed(b, 19) // 17, 18 lost
+	ps = perSubscriber([]string{"a", "b"}, base, r.perSubscriber())
+	if ps.WithLoss != 1 || ps.Each[0].Identity != "b" || ps.Each[0].Lost != 2 || ps.Each[0].Expected != 3 || math.Abs(ps.Each[0].LossRatio-2.0/3) > 1e-9 {
+		t.Fatalf("lossy first: %+v", ps.Each)
+	}
+}

@@ -5,6 +5,7 @@
 package loadtest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -130,7 +131,65 @@ type Report struct {
 	LayerPackets  map[string]uint64 `json:"layer_packets,omitempty"`
 	LayerSwitches uint64            `json:"layer_switches,omitempty"`
 
+	// PerSubscriber splits the window's packets by receiving client, so
+	// loss concentrated on a few subscribers shows.
+	PerSubscriber *PerSubscriber `json:"per_subscriber,omitempty"`
+
 	Server *ServerCost `json:"server,omitempty"`
+}
+
+// PerSubscriber is the measurement's packets per receiving client.
+type PerSubscriber struct {
+	Receivers int `json:"receivers"` // connected clients that subscribe
+	WithLoss  int `json:"with_loss"` // lost at least one packet
+	NoMedia   int `json:"no_media"`  // received no packet in the window
+	// ReceivedMin and ReceivedMax are the fewest and most packets one
+	// receiver got.
+	ReceivedMin uint64 `json:"received_min"`
+	ReceivedMax uint64 `json:"received_max"`
+	// Each is every receiver, the highest loss ratio first (then the
+	// fewest packets received).
+	Each []SubscriberPackets `json:"each"`
+}
+
+// SubscriberPackets is one receiving client's packets in the window.
+type SubscriberPackets struct {
+	Identity  string  `json:"identity"`
+	Expected  uint64  `json:"expected"`
+	Received  uint64  `json:"received"`
+	Lost      uint64  `json:"lost"`
+	LossRatio float64 `json:"loss_ratio"`
+}
+
+// perSubscriber is the window's packets of each receiver: the difference
+// of two readings of receiver.perSubscriber; a receiver missing from both
+// (no track ever arrived) counts as no media.
+func perSubscriber(receivers []string, base, cur map[string]packetCount) *PerSubscriber {
+	ps := &PerSubscriber{Receivers: len(receivers), Each: make([]SubscriberPackets, 0, len(receivers))}
+	for i, who := range receivers {
+		b, c := base[who], cur[who]
+		e := SubscriberPackets{Identity: who, Expected: since(c.expected, b.expected),
+			Received: since(c.received, b.received), Lost: since(c.lost, b.lost)}
+		e.LossRatio = ratio(e.Lost, e.Expected)
+		if e.Lost > 0 {
+			ps.WithLoss++
+		}
+		if e.Received == 0 {
+			ps.NoMedia++
+		}
+		if i == 0 || e.Received < ps.ReceivedMin {
+			ps.ReceivedMin = e.Received
+		}
+		ps.ReceivedMax = max(ps.ReceivedMax, e.Received)
+		ps.Each = append(ps.Each, e)
+	}
+	slices.SortStableFunc(ps.Each, func(a, b SubscriberPackets) int {
+		if a.LossRatio != b.LossRatio {
+			return cmp.Compare(b.LossRatio, a.LossRatio)
+		}
+		return cmp.Compare(a.Received, b.Received)
+	})
+	return ps
 }
 
 // ServerCost is the server's own spending over the measurement, from its
@@ -224,6 +283,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	var mu sync.Mutex
 	var clients []*client
+	var receivers []string // identities of the connected clients that subscribe
 	var joins []float64
 	var senders sync.WaitGroup
 	fail := func(err error) {
@@ -269,6 +329,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			mu.Lock()
 			clients = append(clients, c)
+			if !j.publisher || cfg.PublishersSubscribe {
+				receivers = append(receivers, j.identity)
+			}
 			joins = append(joins, float64(c.joinTime.Microseconds())/1000)
 			mu.Unlock()
 		}()
@@ -299,6 +362,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	base := struct{ sent, sentBytes, recv, recvBytes, expected, lost uint64 }{sent.packets.Load(), sent.bytes.Load(),
 		recv.packets.Load(), recv.bytes.Load(), recv.expected(), recv.lossy.Load()}
 	baseLayers, baseSwitches := recv.layerCounts(), recv.switches.Load()
+	basePer := recv.perSubscriber()
 	t0 := time.Now()
 	recv.sampling.Store(true)
 	maxRSS := start.rss
@@ -344,6 +408,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.PacketsExpected = recv.expected() - base.expected
 	rep.PacketsLost = since(recv.lossy.Load(), base.lost)
 	rep.LossRatio = ratio(rep.PacketsLost, rep.PacketsExpected)
+	slices.Sort(receivers)
+	rep.PerSubscriber = perSubscriber(receivers, basePer, recv.perSubscriber())
 	rep.BitrateInBps = float64(sent.bytes.Load()-base.sentBytes) * 8 / elapsed.Seconds()
 	rep.BitrateOutBps = float64(recv.bytes.Load()-base.recvBytes) * 8 / elapsed.Seconds()
 	if cfg.Simulcast {

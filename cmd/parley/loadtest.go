@@ -142,6 +142,14 @@ func printReport(w io.Writer, cfg loadtest.Config, r *loadtest.Report) {
 	fmt.Fprintf(w, "join:       p50 %.0f ms  p95 %.0f ms  p99 %.0f ms\n", r.JoinMS.P50, r.JoinMS.P95, r.JoinMS.P99)
 	fmt.Fprintf(w, "packets:    sent %d, subscribers expected %d, received %d, lost %d (%.3f%%) over %.1f s\n",
 		r.PacketsSent, r.PacketsExpected, r.PacketsReceived, r.PacketsLost, 100*r.LossRatio, r.Seconds)
+	if ps := r.PerSubscriber; ps != nil && ps.Receivers > 0 {
+		fmt.Fprintf(w, "per sub:    %d receiving, %d with loss, %d received nothing; received %d-%d packets each",
+			ps.Receivers, ps.WithLoss, ps.NoMedia, ps.ReceivedMin, ps.ReceivedMax)
+		if worst := ps.Each[0]; worst.Lost > 0 {
+			fmt.Fprintf(w, "; worst %s lost %d of %d (%.3f%%)", worst.Identity, worst.Lost, worst.Expected, 100*worst.LossRatio)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "bitrate:    in %.2f Mbps, out %.2f Mbps\n", r.BitrateInBps/1e6, r.BitrateOutBps/1e6)
 	fmt.Fprintf(w, "latency:    p50 %.2f ms  p99 %.2f ms  max %.2f ms (%d samples, publisher to subscriber through the server)\n",
 		r.LatencyMS.P50, r.LatencyMS.P99, r.LatencyMS.Max, r.LatencyMS.Samples)

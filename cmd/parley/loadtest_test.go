@@ -47,6 +47,9 @@ func TestLoadtestShort(t *testing.T) {
 		d.Under1ms <= 0 || d.Under1ms > 1 {
 		t.Fatalf("forwarding delay not measured: %+v (forwarded %v)", d, s.PacketsForwarded)
 	}
+	// Per subscriber: each of the 6 receive-only clients, none empty, and
+	// together about the run's total (read a moment apart).
+	checkPerSubscriber(t, rep, 6)
 	if !strings.Contains(progress.String(), "clients 8/8") {
 		t.Fatalf("no progress lines: %q", progress.String())
 	}
@@ -95,9 +98,34 @@ func TestLoadtestSimulcastMeeting(t *testing.T) {
 	// publishers each. The server runs in this test's process, whose RSS
 	// also holds earlier tests' garbage and may fall during the run: the
 	// memory was read, but its growth is not this server's alone.
+	checkPerSubscriber(t, rep, 5) // the publishers receive too
 	if s := rep.Server; s == nil || s.SubscribedTracks != 24 || s.Receivers != 5 || s.RSSStartBytes <= 0 || s.RSSMaxBytes <= 0 || s.RSSPerReceiver < 0 {
 		t.Fatalf("server cost: %+v", rep.Server)
 	}
 	t.Logf("%d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms, layers %v, %d switches, server %.1f µs CPU per forwarded packet",
 		rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99, rep.LayerPackets, rep.LayerSwitches, rep.Server.CPUPerPacketUS)
+}
+
+// checkPerSubscriber: the report lists every receiving client once, each
+// got media, and the per-subscriber packets add up to about the totals.
+func checkPerSubscriber(t *testing.T, rep *loadtest.Report, receivers int) {
+	t.Helper()
+	ps := rep.PerSubscriber
+	if ps == nil || ps.Receivers != receivers || len(ps.Each) != receivers || ps.NoMedia != 0 || ps.ReceivedMin == 0 || ps.ReceivedMax < ps.ReceivedMin {
+		t.Fatalf("per subscriber: %+v", ps)
+	}
+	seen := map[string]bool{}
+	var received, expected uint64
+	for _, e := range ps.Each {
+		if seen[e.Identity] || e.Received == 0 || e.Expected == 0 {
+			t.Fatalf("per subscriber entry %+v (seen before: %v)", e, seen[e.Identity])
+		}
+		seen[e.Identity] = true
+		received += e.Received
+		expected += e.Expected
+	}
+	near := func(a, b uint64) bool { return float64(a) >= 0.97*float64(b)-20 && float64(a) <= 1.03*float64(b)+20 }
+	if !near(received, rep.PacketsReceived) || !near(expected, rep.PacketsExpected) {
+		t.Fatalf("per subscriber received %d expected %d, totals %d and %d", received, expected, rep.PacketsReceived, rep.PacketsExpected)
+	}
 }
