@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,11 +22,30 @@ func TestLoadtestShort(t *testing.T) {
 	cfg.Progress = &progress
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	goroutines := runtime.NumGoroutine()
+	began := time.Now()
 	rep, err := loadtest.Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("progress:\n%s", progress.String())
+	// Bounded: it stopped by itself (joins, 2 s warm-up, 3 s measured and
+	// the goodbyes, well before the context's minute), and it cleaned up:
+	// the server has no participant, WebSocket or subscribed track left,
+	// and the pion clients' goroutines (dozens per client) are gone.
+	if took := time.Since(began); took > 30*time.Second {
+		t.Fatalf("the run took %v for a 3 s measurement", took)
+	}
+	eventually(t, 10*time.Second, "the server empty after the run", func() bool {
+		m := scrape(t, a)
+		for _, g := range []string{"parley_participants", "parley_websocket_connections", "parley_subscribed_tracks"} {
+			if v, ok := m[g]; !ok || v != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, 10*time.Second, "the clients' goroutines gone", func() bool { return runtime.NumGoroutine() <= goroutines+20 })
 	if rep.Connected != 8 || rep.Failed != 0 {
 		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
 	}
