@@ -65,6 +65,11 @@ var (
 	switchesDesc     = desc("layer_switches_total", "Simulcast layer switches of subscribers.")
 	paddingDesc      = desc("padding_bytes_total", "RTX padding sent to probe subscribers' bandwidth.")
 	delayDesc        = desc("forward_delay_seconds", "Time from a packet's arrival from the publisher to the end of its write to a subscriber (SRTP and the system call included), per forwarded copy; resends not counted.")
+	batchCallsDesc   = desc("batch_send_calls_total", "sendmmsg system calls of the batched sender (rtc.batch_send only).")
+	batchMsgsDesc    = desc("batch_send_messages_total", "UDP messages the batched sender handed the kernel; with GSO one carries several packets (rtc.batch_send only).")
+	batchPktsDesc    = desc("batch_send_packets_total", "Packets the batched sender sent (rtc.batch_send only).")
+	batchErrsDesc    = desc("batch_send_errors_total", "Failed batched sends (rtc.batch_send only).")
+	batchGSODesc     = desc("batch_send_gso", "1 while the media socket takes UDP GSO, 0 once the kernel refused it (rtc.batch_send only).")
 	lossDesc         = desc("loss_ratio", "Mean fraction of packets lost that subscribers report, over the forwarded tracks.")
 	wsDesc           = desc("websocket_connections", "Open signaling WebSockets.")
 	errorsDesc       = desc("signaling_errors_total", "Errors sent to clients, by code.", "code")
@@ -88,6 +93,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
 		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
+		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchGSODesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
 	}
@@ -128,6 +134,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(paddingDesc, es.PaddingBytes)
 	ch <- forwardDelay(es.ForwardDelay)
 	gauge(lossDesc, es.LossRatio)
+	if b := es.Batch; b.Enabled {
+		counter(batchCallsDesc, b.Calls)
+		counter(batchMsgsDesc, b.Messages)
+		counter(batchPktsDesc, b.Packets)
+		counter(batchErrsDesc, b.Errors)
+		gso := 0.0
+		if b.GSO {
+			gso = 1
+		}
+		gauge(batchGSODesc, gso)
+	}
 
 	ss := c.src.Signaling.Stats()
 	gauge(wsDesc, float64(ss.Connections))

@@ -23,6 +23,18 @@ type Stats struct {
 	// report (RTCP receiver reports) over the forwarded tracks that have
 	// reported.
 	LossRatio float64
+	// Batch is the batched sender's work (rtc.batch_send); zero when off.
+	Batch BatchStats
+}
+
+// BatchStats counts what the batched sender handed the kernel.
+type BatchStats struct {
+	Enabled  bool   // rtc.batch_send is on
+	GSO      bool   // the socket takes UDP GSO (false once the kernel refused it)
+	Calls    uint64 // sendmmsg system calls
+	Messages uint64 // UDP messages in them (a GSO message carries several packets)
+	Packets  uint64 // packets sent
+	Errors   uint64 // failed sends (the packets are lost, as with one sendto)
 }
 
 type engineStats struct {
@@ -109,6 +121,10 @@ func (e *Engine) Stats() Stats {
 	}
 	if reported > 0 {
 		st.LossRatio = lossSum / float64(reported)
+	}
+	if bc, ok := e.conn.(*batchConn); ok {
+		st.Batch = BatchStats{Enabled: true, GSO: bc.gso.Load(), Calls: bc.calls.Load(), Messages: bc.msgsSent.Load(),
+			Packets: bc.packets.Load(), Errors: bc.errors.Load()}
 	}
 	return st
 }

@@ -41,7 +41,7 @@ type Config struct {
 		ListenIP        string   `yaml:"listen_ip" usage:"bind media ports to this address (empty = all)"`
 		PublicIPs       []string `yaml:"public_ips" usage:"public addresses to announce in ICE candidates (1:1 NAT, cloud VMs)"`
 		IncludeLoopback bool     `yaml:"include_loopback" usage:"offer loopback candidates (local development)"`
-		BatchSend       bool     `yaml:"batch_send" usage:"send bursts of media packets with one sendmmsg system call"`
+		BatchSend       bool     `yaml:"batch_send" usage:"send bursts of media packets with one sendmmsg system call (UDP GSO where the kernel takes it)"`
 	} `yaml:"rtc"`
 	Signaling struct {
 		MaxMessageBytes    int64         `yaml:"max_message_bytes" usage:"largest signaling message accepted"`
