@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -636,43 +635,42 @@ func (d *DownTrack) sendPadding(n int) {
 
 // rtcpLoop drains RTCP from the subscriber (NOTES 14): NACKs are answered
 // from the ring, keyframe requests go to the source, which throttles them.
+// The compound packet is read in place (walkRTCP), without pion's
+// per-packet structs.
 func (d *DownTrack) rtcpLoop(sender *webrtc.RTPSender) {
+	buf := make([]byte, packetMTU)
 	for {
-		pkts, _, err := sender.ReadRTCP()
+		n, _, err := sender.Read(buf)
 		if err != nil {
 			return
 		}
-		for _, p := range pkts {
-			switch p := p.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				if t := d.src.Load(); t != nil {
-					if l := t.layer(int(d.curIdx.Load())); l != nil {
-						l.RequestKeyframe()
-					} else if l := t.layer(int(d.target.Load())); l != nil {
-						l.RequestKeyframe()
-					}
-				}
-			case *rtcp.TransportLayerNack:
-				for i := range p.Nacks {
-					p.Nacks[i].Range(func(seq uint16) bool {
-						d.nacks.Add(1)
-						d.resend(seq)
-						return true
-					})
-				}
-			case *rtcp.ReceiverEstimatedMaximumBitrate:
-				if d.onREMB != nil {
-					d.onREMB(uint64(p.Bitrate))
-				}
-			case *rtcp.ReceiverReport:
-				if b := d.bind.Load(); b != nil {
-					for _, r := range p.Reports {
-						if r.SSRC == b.ssrc {
-							d.loss.Store(uint32(r.FractionLost) + 1)
-						}
-					}
-				}
-			}
+		walkRTCP(buf[:n], d)
+	}
+}
+
+func (d *DownTrack) rtcpKeyframe() {
+	if t := d.src.Load(); t != nil {
+		if l := t.layer(int(d.curIdx.Load())); l != nil {
+			l.RequestKeyframe()
+		} else if l := t.layer(int(d.target.Load())); l != nil {
+			l.RequestKeyframe()
 		}
+	}
+}
+
+func (d *DownTrack) rtcpNack(seq uint16) {
+	d.nacks.Add(1)
+	d.resend(seq)
+}
+
+func (d *DownTrack) rtcpREMB(bps uint64) {
+	if d.onREMB != nil {
+		d.onREMB(bps)
+	}
+}
+
+func (d *DownTrack) rtcpLoss(ssrc uint32, fractionLost uint8) {
+	if b := d.bind.Load(); b != nil && ssrc == b.ssrc {
+		d.loss.Store(uint32(fractionLost) + 1)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
@@ -198,9 +199,14 @@ func (e *Engine) newSubscriberConnection(b *bwe) (*webrtc.PeerConnection, error)
 	// controller stamps the transport-wide sequence number as the packet
 	// leaves, and takes the feedback out before the rest of the RTCP goes up.
 	reg.Add(b.cc)
-	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+	// Sender reports only: this connection receives no media, so pion's
+	// receiver-report interceptor would only parse every incoming RTCP
+	// packet once more, looking for sender reports that never come.
+	sr, err := report.NewSenderInterceptor()
+	if err != nil {
 		return nil, err
 	}
+	reg.Add(sr)
 	return e.newPeerConnection(m, reg)
 }
 
