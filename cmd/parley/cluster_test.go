@@ -631,18 +631,7 @@ func TestLoadtestCluster(t *testing.T) {
 	base1, _ := startServer(t, inCluster(r.Addr(), ""))
 	cfg := loadtest.Config{URL: base0, Nodes: []string{base1}, Rooms: 2, Publishers: 1, Subscribers: 3, VideoBitrate: 300_000,
 		Audio: true, Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret, Loopback: true}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	rep, err := loadtest.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Connected != 8 || rep.Failed != 0 {
-		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
-	}
-	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 || rep.LatencyMS.Samples == 0 {
-		t.Fatalf("received %d packets, loss %.3f%%, latency samples %d", rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.Samples)
-	}
+	rep := runClean(t, cfg, 8)
 	t.Logf("2 nodes: join p50 %.1f ms p95 %.1f ms; %d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms",
 		rep.JoinMS.P50, rep.JoinMS.P95, rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99)
 }

@@ -20,14 +20,9 @@ func TestLoadtestShort(t *testing.T) {
 		Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret, MetricsURL: "http://" + a.Metrics.String() + "/metrics", Loopback: true}
 	var progress strings.Builder
 	cfg.Progress = &progress
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	goroutines := runtime.NumGoroutine()
 	began := time.Now()
-	rep, err := loadtest.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := runClean(t, cfg, 8)
 	t.Logf("progress:\n%s", progress.String())
 	// Bounded: it stopped by itself (joins, 2 s warm-up, 3 s measured and
 	// the goodbyes, well before the context's minute), and it cleaned up:
@@ -49,15 +44,6 @@ func TestLoadtestShort(t *testing.T) {
 		t.Fatal("batch_send metrics without rtc.batch_send")
 	}
 	eventually(t, 10*time.Second, "the clients' goroutines gone", func() bool { return runtime.NumGoroutine() <= goroutines+20 })
-	if rep.Connected != 8 || rep.Failed != 0 {
-		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
-	}
-	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 {
-		t.Fatalf("received %d packets, loss %.3f%%", rep.PacketsReceived, 100*rep.LossRatio)
-	}
-	if rep.LatencyMS.Samples == 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.Max < rep.LatencyMS.P99 {
-		t.Fatalf("latency not measured: %+v", rep.LatencyMS)
-	}
 	s := rep.Server
 	if s == nil || s.CPUSeconds <= 0 || s.PacketsForwarded <= 0 || s.RSSMaxBytes <= 0 || s.SubscribedTracks != 12 {
 		t.Fatalf("server cost not measured: %+v", s)
@@ -98,21 +84,7 @@ func TestLoadtestSimulcastMeeting(t *testing.T) {
 	cfg := loadtest.Config{URL: base, Rooms: 1, Publishers: 3, Subscribers: 2, VideoBitrate: 600_000, Audio: true,
 		Simulcast: true, PublishersSubscribe: true, Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret,
 		MetricsURL: "http://" + a.Metrics.String() + "/metrics", Loopback: true}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	rep, err := loadtest.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Connected != 5 || rep.Failed != 0 {
-		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
-	}
-	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 {
-		t.Fatalf("received %d packets, loss %.3f%%", rep.PacketsReceived, 100*rep.LossRatio)
-	}
-	if rep.LatencyMS.Samples == 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.Max < rep.LatencyMS.P99 {
-		t.Fatalf("latency not measured: %+v", rep.LatencyMS)
-	}
+	rep := runClean(t, cfg, 5)
 	video := rep.LayerPackets["q"] + rep.LayerPackets["h"] + rep.LayerPackets["f"]
 	if len(rep.LayerPackets) != 3 || video == 0 || video >= rep.PacketsReceived {
 		t.Fatalf("layers not counted: %v of %d packets", rep.LayerPackets, rep.PacketsReceived)
@@ -127,6 +99,29 @@ func TestLoadtestSimulcastMeeting(t *testing.T) {
 	}
 	t.Logf("%d packets, loss %.3f%%, latency p50 %.2f ms p99 %.2f ms, layers %v, %d switches, server %.1f µs CPU per forwarded packet",
 		rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.P50, rep.LatencyMS.P99, rep.LayerPackets, rep.LayerSwitches, rep.Server.CPUPerPacketUS)
+}
+
+// runClean runs the load test and checks what every run on loopback must
+// show: all clients connected, something received, loss under 1%, and
+// latency measured.
+func runClean(t *testing.T, cfg loadtest.Config, clients int) *loadtest.Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := loadtest.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Connected != clients || rep.Failed != 0 {
+		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
+	}
+	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 {
+		t.Fatalf("received %d packets, loss %.3f%%", rep.PacketsReceived, 100*rep.LossRatio)
+	}
+	if rep.LatencyMS.Samples == 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.Max < rep.LatencyMS.P99 {
+		t.Fatalf("latency not measured: %+v", rep.LatencyMS)
+	}
+	return rep
 }
 
 // checkPerSubscriber: the report lists every receiving client once, each
@@ -162,18 +157,7 @@ func TestLoadtestBatchSend(t *testing.T) {
 	base, a := startServer(t, withKeys, func(c *Config) { c.RTC.BatchSend = true })
 	cfg := loadtest.Config{URL: base, Rooms: 1, Publishers: 1, Subscribers: 4, VideoBitrate: 800_000, Audio: true,
 		Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret, MetricsURL: "http://" + a.Metrics.String() + "/metrics", Loopback: true}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	rep, err := loadtest.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Connected != 5 || rep.Failed != 0 {
-		t.Fatalf("connected %d, failed %d: %v", rep.Connected, rep.Failed, rep.Errors)
-	}
-	if rep.PacketsReceived == 0 || rep.LossRatio >= 0.01 || rep.LatencyMS.Samples == 0 {
-		t.Fatalf("received %d packets, loss %.3f%%, latency samples %d", rep.PacketsReceived, 100*rep.LossRatio, rep.LatencyMS.Samples)
-	}
+	rep := runClean(t, cfg, 5)
 	checkPerSubscriber(t, rep, 4)
 	m := scrape(t, a)
 	calls, msgs, pkts, out := m["parley_batch_send_calls_total"], m["parley_batch_send_messages_total"], m["parley_batch_send_packets_total"], m["parley_packets_out_total"]
