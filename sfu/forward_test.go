@@ -164,7 +164,7 @@ func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 
 func TestOverwrittenPacketIsNotSent(t *testing.T) {
 	tr := testTrack()
-	r := newRing(ringSize)
+	r := newRing(ringSize, videoArenaStart)
 	r.put(1, []byte{1, 2, 3}, 10)
 	r.put(1+ringSize, []byte{4, 5, 6}, 20)
 	buf := make([]byte, 10)

@@ -56,9 +56,9 @@ type Layer struct {
 }
 
 func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
-	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI, ring: newRing(audioRingSize)}
+	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI, ring: newRing(audioRingSize, audioArenaStart)}
 	if t.kind == webrtc.RTPCodecTypeVideo {
-		l.ring = newRing(ringSize)
+		l.ring = newRing(ringSize, videoArenaStart)
 		l.nack = &nackGen{} // before the read loop can start
 	}
 	return l
