@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +256,25 @@ func TestTokenKeyFromConfig(t *testing.T) {
 				t.Fatalf("claims %v", claims)
 			}
 		})
+	}
+}
+
+// TestServeGCDefault: serve lowers the collector's goal to serveGCPercent
+// unless the operator set GOGC, which wins.
+func TestServeGCDefault(t *testing.T) {
+	was := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(was) })
+	if got := setGCDefault(envOf(nil)); got != serveGCPercent {
+		t.Fatalf("GOGC unset: %d", got)
+	}
+	if p := debug.SetGCPercent(100); p != serveGCPercent {
+		t.Fatalf("GOGC unset: the runtime's percent is %d, want %d", p, serveGCPercent)
+	}
+	debug.SetGCPercent(200) // what the runtime does for GOGC=200
+	if got := setGCDefault(envOf(map[string]string{"GOGC": "200"})); got != 200 {
+		t.Fatalf("GOGC=200: %d", got)
+	}
+	if p := debug.SetGCPercent(100); p != 200 {
+		t.Fatalf("GOGC=200 was overridden: %d", p)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,27 @@ var version = "dev"
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// serveGCPercent is the garbage collector's goal for the server when GOGC
+// is not set: collect when the heap has grown by half since the last
+// collection, not by the runtime's default 100%. Forwarding allocates
+// nothing per packet, so collections are rare either way and the lower
+// goal costs no measurable CPU, while a meeting server's resident memory
+// drops by about an eighth (docs/performance.md). GOGC (and GOMEMLIMIT)
+// override it as for any Go program.
+const serveGCPercent = 50
+
+// setGCDefault applies serveGCPercent unless GOGC is set, and returns the
+// percent in effect.
+func setGCDefault(env func(string) string) int {
+	if env("GOGC") != "" {
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p
+	}
+	debug.SetGCPercent(serveGCPercent)
+	return serveGCPercent
 }
 
 func realMain(args []string, env func(string) string, stdout, stderr io.Writer) int {
@@ -45,6 +67,7 @@ func realMain(args []string, env func(string) string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stderr, "parley: %v\n", err)
 			return 2
 		}
+		setGCDefault(env)
 		// SIGTERM drains (docs/api.md, "Draining"); SIGINT, or a second
 		// signal, shuts down at once.
 		ctx, cancel := context.WithCancel(context.Background())
