@@ -211,10 +211,7 @@ const maxSamples = 100_000
 
 // receiver adds up what the subscribers of a run receive.
 type receiver struct {
-	packets, bytes atomic.Uint64
-	// lossy is the packets missing by sequence number so far: a gap adds,
-	// a late arrival (NACK repair, reordering) into a gap takes away.
-	lossy atomic.Uint64
+	bytes atomic.Uint64
 	// layers counts video packets by the simulcast layer they carry
 	// (index 0: no layer marker, 1-3: q, h, f).
 	layers [4]atomic.Uint64
@@ -233,8 +230,9 @@ type receiver struct {
 // belong to its reading goroutine until done is closed.
 type trackStats struct {
 	expected atomic.Uint64
-	// received and lost are this track's share of the receiver's packets
-	// and lossy, for the report per subscriber.
+	// received counts the packets that arrived; lost the ones missing by
+	// sequence number so far: a gap adds, a late arrival (NACK repair,
+	// reordering) into a gap takes away.
 	received, lost atomic.Uint64
 	who            string // the subscribing client's identity
 
@@ -293,7 +291,6 @@ func (r *receiver) observe(ts *trackStats, pkt []byte, at int64) {
 	switch {
 	case ext > ts.highest:
 		if gap := ext - ts.highest - 1; gap > 0 {
-			r.lossy.Add(uint64(gap))
 			ts.lost.Add(uint64(gap))
 		}
 		for s := max(ts.highest+1, ext-seqWindow+1); s < ext; s++ {
@@ -305,12 +302,10 @@ func (r *receiver) observe(ts *trackStats, pkt []byte, at int64) {
 	case ts.has(ext):
 		return // a duplicate
 	case ext < ts.highest:
-		r.lossy.Add(^uint64(0)) // a late arrival fills its gap
-		ts.lost.Add(^uint64(0))
+		ts.lost.Add(^uint64(0)) // a late arrival fills its gap
 	}
 	ts.mark(ext, true)
 	ts.expected.Store(uint64(ts.highest - ts.first + 1))
-	r.packets.Add(1)
 	ts.received.Add(1)
 	r.bytes.Add(uint64(len(pkt)))
 	payload := pkt[hl:]
@@ -385,35 +380,32 @@ func (r *receiver) layerCounts() [4]uint64 {
 	return c
 }
 
-// expected is how many packets the subscribers should have had so far.
-func (r *receiver) expected() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var n uint64
-	for _, t := range r.tracks {
-		n += t.expected.Load()
-	}
-	return n
-}
-
-// packetCount is one subscriber's packets: expected from its sequence
-// numbers, received, and lost (net of late arrivals; counters wrap like
-// receiver.lossy, so subtract two readings with since).
+// packetCount is packets expected from the sequence numbers, received,
+// and lost (net of late arrivals; the counters wrap, so subtract two
+// readings with since).
 type packetCount struct{ expected, received, lost uint64 }
 
-// perSubscriber is every subscriber's packets so far, by identity.
-func (r *receiver) perSubscriber() map[string]packetCount {
+func (c *packetCount) add(o packetCount) {
+	c.expected += o.expected
+	c.received += o.received
+	c.lost += o.lost
+}
+
+// counts is the subscribers' packets so far, in total and by identity,
+// from one reading of every track's counters: the total is the sum of the
+// parts.
+func (r *receiver) counts() (total packetCount, per map[string]packetCount) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := map[string]packetCount{}
+	per = map[string]packetCount{}
 	for _, t := range r.tracks {
-		c := m[t.who]
-		c.expected += t.expected.Load()
-		c.received += t.received.Load()
-		c.lost += t.lost.Load()
-		m[t.who] = c
+		c := packetCount{t.expected.Load(), t.received.Load(), t.lost.Load()}
+		total.add(c)
+		sub := per[t.who]
+		sub.add(c)
+		per[t.who] = sub
 	}
-	return m
+	return total, per
 }
 
 // finish waits (at most wait) for the read loops, whose tracks must be

@@ -47,12 +47,12 @@ func TestObserveCountsAcrossLayerSwitches(t *testing.T) {
 	if got := ts.expected.Load(); got != 7 {
 		t.Errorf("expected %d, want 7 (65533..3)", got)
 	}
-	if r.packets.Load() != 7 || r.lossy.Load() != 0 {
-		t.Errorf("received %d lost %d, want 7 and 0 (the repair filled the gap, the duplicate is not counted)", r.packets.Load(), r.lossy.Load())
+	if ts.received.Load() != 7 || ts.lost.Load() != 0 {
+		t.Errorf("received %d lost %d, want 7 and 0 (the repair filled the gap, the duplicate is not counted)", ts.received.Load(), ts.lost.Load())
 	}
 	feed(6, 'f') // 4 and 5 lost for good
-	if r.lossy.Load() != 2 || ts.expected.Load() != 10 {
-		t.Errorf("lost %d of %d, want 2 of 10", r.lossy.Load(), ts.expected.Load())
+	if ts.lost.Load() != 2 || ts.expected.Load() != 10 {
+		t.Errorf("lost %d of %d, want 2 of 10", ts.lost.Load(), ts.expected.Load())
 	}
 	if c := r.layerCounts(); c != [4]uint64{0, 2, 3, 3} {
 		t.Errorf("per layer %v, want q 2, h 3, f 3", c)
@@ -67,8 +67,8 @@ func TestObserveCountsAcrossLayerSwitches(t *testing.T) {
 	// Outside the measurement nothing is sampled, everything is counted.
 	r.sampling.Store(false)
 	feed(7, 'f')
-	if len(ts.samples) != 8 || r.packets.Load() != 9 {
-		t.Errorf("%d samples, %d packets after the measurement", len(ts.samples), r.packets.Load())
+	if len(ts.samples) != 8 || ts.received.Load() != 9 {
+		t.Errorf("%d samples, %d packets after the measurement", len(ts.samples), ts.received.Load())
 	}
 }
 
@@ -137,15 +137,19 @@ func TestPerSubscriber(t *testing.T) {
 	}
 	feed(a1, 1, 2)
 	feed(b, 10, 12) // 11 lost before the window
-	base := r.perSubscriber()
+	total, base := r.counts()
 	if base["b"].lost != 1 || base["a"].received != 2 {
 		t.Fatalf("base %+v", base)
+	}
+	if total != (packetCount{expected: 5, received: 4, lost: 1}) {
+		t.Fatalf("total %+v, want the sum of a and b", total)
 	}
 	feed(a1, 3, 4)
 	feed(a2, 100, 101, 102)
 	feed(b, 11)         // the repair: the window gets one loss back
 	feed(b, 13, 15, 16) // 14 lost
-	ps := perSubscriber([]string{"a", "b", "c"}, base, r.perSubscriber())
+	_, per := r.counts()
+	ps := perSubscriber([]string{"a", "b", "c"}, base, per)
 	if ps.Receivers != 3 || ps.WithLoss != 0 || ps.NoMedia != 1 || ps.ReceivedMin != 0 || ps.ReceivedMax != 5 {
 		t.Fatalf("summary %+v", ps)
 	}
@@ -161,9 +165,10 @@ func TestPerSubscriber(t *testing.T) {
 			t.Errorf("entry %d: %+v, want %+v", i, ps.Each[i], w)
 		}
 	}
-	base = r.perSubscriber()
+	_, base = r.counts()
 	feed(b, 19) // 17, 18 lost
-	ps = perSubscriber([]string{"a", "b"}, base, r.perSubscriber())
+	_, per = r.counts()
+	ps = perSubscriber([]string{"a", "b"}, base, per)
 	if ps.WithLoss != 1 || ps.Each[0].Identity != "b" || ps.Each[0].Lost != 2 || ps.Each[0].Expected != 3 || math.Abs(ps.Each[0].LossRatio-2.0/3) > 1e-9 {
 		t.Fatalf("lossy first: %+v", ps.Each)
 	}

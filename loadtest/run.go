@@ -359,10 +359,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.MetricsURL != "" {
 		start, _ = scrape(ctx, cfg.MetricsURL)
 	}
-	base := struct{ sent, sentBytes, recv, recvBytes, expected, lost uint64 }{sent.packets.Load(), sent.bytes.Load(),
-		recv.packets.Load(), recv.bytes.Load(), recv.expected(), recv.lossy.Load()}
+	type reading struct {
+		sent, sentBytes, recvBytes uint64
+		recv                       packetCount
+	}
+	read := func() (reading, map[string]packetCount) {
+		total, per := recv.counts()
+		return reading{sent.packets.Load(), sent.bytes.Load(), recv.bytes.Load(), total}, per
+	}
+	base, basePer := read()
 	baseLayers, baseSwitches := recv.layerCounts(), recv.switches.Load()
-	basePer := recv.perSubscriber()
 	t0 := time.Now()
 	recv.sampling.Store(true)
 	maxRSS := start.rss
@@ -377,11 +383,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if now.Sub(t0) >= cfg.Duration {
 				measuring = false
 			}
-			cur := struct{ sent, sentBytes, recv, recvBytes, expected, lost uint64 }{sent.packets.Load(), sent.bytes.Load(),
-				recv.packets.Load(), recv.bytes.Load(), recv.expected(), recv.lossy.Load()}
+			cur, _ := read()
 			line := fmt.Sprintf("t=%2.0fs clients %d/%d  in %.1f Mbps  out %.1f Mbps  loss %.2f%%", now.Sub(t0).Seconds(),
 				rep.Connected, rep.Clients, mbps(cur.sentBytes-prev.sentBytes, now.Sub(prevAt)),
-				mbps(cur.recvBytes-prev.recvBytes, now.Sub(prevAt)), 100*ratio(since(cur.lost, base.lost), cur.expected-base.expected))
+				mbps(cur.recvBytes-prev.recvBytes, now.Sub(prevAt)), 100*ratio(since(cur.recv.lost, base.recv.lost), cur.recv.expected-base.recv.expected))
 			if cfg.MetricsURL != "" {
 				if m, err := scrape(ctx, cfg.MetricsURL); err == nil {
 					maxRSS = max(maxRSS, m.rss)
@@ -403,15 +408,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		maxRSS = max(maxRSS, end.rss)
 	}
 	rep.Seconds = elapsed.Seconds()
-	rep.PacketsSent = sent.packets.Load() - base.sent
-	rep.PacketsReceived = recv.packets.Load() - base.recv
-	rep.PacketsExpected = recv.expected() - base.expected
-	rep.PacketsLost = since(recv.lossy.Load(), base.lost)
+	last, lastPer := read()
+	rep.PacketsSent = last.sent - base.sent
+	rep.PacketsReceived = last.recv.received - base.recv.received
+	rep.PacketsExpected = last.recv.expected - base.recv.expected
+	rep.PacketsLost = since(last.recv.lost, base.recv.lost)
 	rep.LossRatio = ratio(rep.PacketsLost, rep.PacketsExpected)
 	slices.Sort(receivers)
-	rep.PerSubscriber = perSubscriber(receivers, basePer, recv.perSubscriber())
-	rep.BitrateInBps = float64(sent.bytes.Load()-base.sentBytes) * 8 / elapsed.Seconds()
-	rep.BitrateOutBps = float64(recv.bytes.Load()-base.recvBytes) * 8 / elapsed.Seconds()
+	rep.PerSubscriber = perSubscriber(receivers, basePer, lastPer)
+	rep.BitrateInBps = float64(last.sentBytes-base.sentBytes) * 8 / elapsed.Seconds()
+	rep.BitrateOutBps = float64(last.recvBytes-base.recvBytes) * 8 / elapsed.Seconds()
 	if cfg.Simulcast {
 		rep.LayerPackets = map[string]uint64{}
 		for i, n := range recv.layerCounts() {
