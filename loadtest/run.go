@@ -162,7 +162,7 @@ type SubscriberPackets struct {
 }
 
 // perSubscriber is the window's packets of each receiver: the difference
-// of two readings of receiver.perSubscriber; a receiver missing from both
+// of two readings of receiver.counts; a receiver missing from both
 // (no track ever arrived) counts as no media.
 func perSubscriber(receivers []string, base, cur map[string]packetCount) *PerSubscriber {
 	ps := &PerSubscriber{Receivers: len(receivers), Each: make([]SubscriberPackets, 0, len(receivers))}
