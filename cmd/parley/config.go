@@ -42,6 +42,7 @@ type Config struct {
 		PublicIPs       []string `yaml:"public_ips" usage:"public addresses to announce in ICE candidates (1:1 NAT, cloud VMs)"`
 		IncludeLoopback bool     `yaml:"include_loopback" usage:"offer loopback candidates (local development)"`
 		BatchSend       bool     `yaml:"batch_send" usage:"send bursts of media packets with one sendmmsg system call (UDP GSO where the kernel takes it)"`
+		AdaptiveProcs   bool     `yaml:"adaptive_procs" usage:"run on as many cores (GOMAXPROCS) as the load needs, up to all: idle cores cost CPU per packet"`
 	} `yaml:"rtc"`
 	Signaling struct {
 		MaxMessageBytes    int64         `yaml:"max_message_bytes" usage:"largest signaling message accepted"`
@@ -135,6 +136,7 @@ func defaults() Config {
 	c.RTC.UDPPort = 7882
 	c.RTC.TCPPort = 7881
 	c.RTC.IncludeLoopback = true
+	c.RTC.AdaptiveProcs = true
 	c.Signaling.MaxMessageBytes = 64 << 10
 	c.Signaling.PingInterval = 10 * time.Second
 	c.Signaling.PongTimeout = 30 * time.Second

@@ -88,7 +88,16 @@ func realMain(args []string, env func(string) string, stdout, stderr io.Writer) 
 				return
 			}
 		}()
-		if err := run(ctx, cfg, newLogger(cfg), nil, drain); err != nil {
+		log := newLogger(cfg)
+		if cfg.RTC.AdaptiveProcs {
+			// GOMAXPROCS is the process's: only the binary adapts it,
+			// not a test process running several servers.
+			pctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); adaptProcs(pctx, log) }()
+			defer func() { stop(); <-done }()
+		}
+		if err := run(ctx, cfg, log, nil, drain); err != nil {
 			fmt.Fprintf(stderr, "parley: %v\n", err)
 			return 1
 		}
