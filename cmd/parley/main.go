@@ -36,7 +36,7 @@ func main() {
 // collection, not by the runtime's default 100%. Forwarding allocates
 // nothing per packet, so collections are rare either way and the lower
 // goal costs no measurable CPU, while a meeting server's resident memory
-// drops by about an eighth (docs/performance.md). GOGC (and GOMEMLIMIT)
+// drops by about a sixth (docs/performance.md). GOGC (and GOMEMLIMIT)
 // override it as for any Go program.
 const serveGCPercent = 50
 
