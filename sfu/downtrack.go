@@ -12,13 +12,20 @@ import (
 )
 
 // queueLen is how many packets a subscriber may fall behind before the SFU
-// drops for it (and, for video, resumes at the next keyframe).
-const queueLen = 256
+// drops for it (and, for video, resumes at the next keyframe). Audio's is
+// smaller: 64 Opus packets are 1.3 s, and an audio room has thousands of
+// subscribed tracks.
+const (
+	queueLen      = 256
+	audioQueueLen = 64
+)
 
 // histSize is how many sent packets a DownTrack remembers to answer NACKs
-// (a power of two). The packets themselves stay in the layer's ring: the
-// history only maps an outgoing sequence number back to them.
-const histSize = 512
+// (a power of two): as many as the layer's ring keeps, since an older
+// packet could not be resent anyway (audioRingSize for audio). The packets
+// themselves stay in the ring: the history only maps an outgoing sequence
+// number back to them.
+const histSize = ringSize
 
 // nackResendInterval is the shortest time between two resends of one
 // packet: a NACK repeated before the resend could arrive is ignored.
@@ -109,7 +116,8 @@ type DownTrack struct {
 
 	// NACK answers and padding (hmu)
 	hmu    sync.Mutex
-	hist   [histSize]histEntry
+	hist   []histEntry // histSize or audioRingSize entries
+	hmask  uint16
 	rtxSeq uint16
 	rbuf   [packetMTU + 2]byte
 	rhdr   rtp.Header
@@ -135,15 +143,21 @@ type DownTrack struct {
 
 // NewDownTrack makes a subscriber copy of t. Call Run to start its writer.
 func NewDownTrack(t *Track, streamID string) *DownTrack {
+	ql, hn := queueLen, histSize
+	if t.Kind() == webrtc.RTPCodecTypeAudio {
+		ql, hn = audioQueueLen, audioRingSize
+	}
 	d := &DownTrack{
 		id:       t.SID(),
 		streamID: streamID,
 		kind:     t.Kind(),
 		codec:    t.Codec(),
-		queue:    make(chan queued, queueLen),
+		queue:    make(chan queued, ql),
+		hist:     make([]histEntry, hn),
 		closed:   make(chan struct{}),
 		spatial:  maxLayers - 1,
 	}
+	d.hmask = uint16(hn - 1)
 	d.src.Store(t)
 	d.want.Store(0)
 	d.curIdx.Store(-1)
@@ -552,7 +566,7 @@ func (d *DownTrack) filterSpatial(l *Layer, payload []byte) (drop, end bool) {
 // remember records where an outgoing sequence number came from.
 func (d *DownTrack) remember(l *Layer, num uint64, marker bool, now int64) {
 	d.hmu.Lock()
-	e := &d.hist[d.hdr.SequenceNumber&(histSize-1)]
+	e := &d.hist[d.hdr.SequenceNumber&d.hmask]
 	*e = histEntry{out: d.hdr.SequenceNumber, valid: true, marker: marker, l: l, num: num, seqOff: d.seqOff, tsOff: d.tsOff, sentAt: now}
 	d.hmu.Unlock()
 }
@@ -567,7 +581,7 @@ func (d *DownTrack) resend(seq uint16) {
 	now := time.Now().UnixNano()
 	d.hmu.Lock()
 	defer d.hmu.Unlock()
-	e := &d.hist[seq&(histSize-1)]
+	e := &d.hist[seq&d.hmask]
 	if !e.valid || e.out != seq || e.tries >= maxResends || now-e.sentAt < int64(nackResendInterval)<<e.tries {
 		return
 	}

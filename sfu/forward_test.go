@@ -344,3 +344,40 @@ func TestAudioKeepsASmallerRing(t *testing.T) {
 		}
 	}
 }
+
+// TestAudioDownTrackIsSmaller: an audio subscriber's NACK history is as
+// long as its ring and its queue 64 packets (an audio room has thousands
+// of them), and it still answers a NACK for a recent packet, not for one
+// the ring no longer has.
+func TestAudioDownTrackIsSmaller(t *testing.T) {
+	opus := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}
+	a := newTrack("mic", webrtc.RTPCodecTypeAudio, opus, func() {}, slog.Default())
+	d, w := bound(a, 9)
+	if len(d.hist) != audioRingSize || cap(d.queue) != audioQueueLen {
+		t.Fatalf("audio: history %d, queue %d", len(d.hist), cap(d.queue))
+	}
+	if v := NewDownTrack(testTrack(), "s"); len(v.hist) != histSize || cap(v.queue) != queueLen {
+		t.Fatalf("video: history %d, queue %d", len(v.hist), cap(v.queue))
+	}
+	for i := 1; i <= audioRingSize+20; i++ {
+		a.forward(packet(uint16(i), uint32(i)*960, true, 80))
+		drain(d)
+	}
+	if w.n != audioRingSize+20 {
+		t.Fatalf("forwarded %d", w.n)
+	}
+	// 3 packets before the last one, and audioRingSize+5 before it.
+	last := w.lastSeq
+	for _, tc := range []struct {
+		seq  uint16
+		want bool
+	}{{last - 3, true}, {last - audioRingSize - 5, false}} {
+		e := &d.hist[tc.seq&d.hmask]
+		e.sentAt -= int64(time.Second)
+		before := w.n
+		d.resend(tc.seq)
+		if got := w.n > before; got != tc.want {
+			t.Errorf("NACK for %d packets back answered: %v, want %v", last-tc.seq, got, tc.want)
+		}
+	}
+}

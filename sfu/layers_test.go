@@ -173,7 +173,7 @@ func TestNACKAnsweredFromRingWithRTX(t *testing.T) {
 	}
 	orig := w.pkts[4]
 	// pretend it was sent long enough ago
-	d.hist[orig.SequenceNumber&(histSize-1)].sentAt -= int64(time.Second)
+	d.hist[orig.SequenceNumber&d.hmask].sentAt -= int64(time.Second)
 	d.resend(orig.SequenceNumber)
 	d.resend(orig.SequenceNumber) // too soon: ignored
 	if len(w.pkts) != 11 {
@@ -197,7 +197,7 @@ func TestNACKAnsweredFromRingWithRTX(t *testing.T) {
 	b.rtxSSRC = 0
 	d.bind.Store(&b)
 	other := w.pkts[6]
-	d.hist[other.SequenceNumber&(histSize-1)].sentAt -= int64(time.Second)
+	d.hist[other.SequenceNumber&d.hmask].sentAt -= int64(time.Second)
 	d.resend(other.SequenceNumber)
 	again := w.pkts[len(w.pkts)-1]
 	if again.SSRC != 4242 || again.SequenceNumber != other.SequenceNumber || string(again.Payload) != string(other.Payload) {
