@@ -173,3 +173,13 @@ func TestPerSubscriber(t *testing.T) {
 		t.Fatalf("lossy first: %+v", ps.Each)
 	}
 }
+
+func TestProcsRange(t *testing.T) {
+	var r procsRange
+	for _, v := range []float64{0, 2, 1, 0, 2} {
+		r.see(v)
+	}
+	if r.min != 1 || r.max != 2 {
+		t.Fatalf("%+v, want 1-2 (0 is no reading)", r)
+	}
+}

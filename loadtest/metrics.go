@@ -18,6 +18,7 @@ type metricsSample struct {
 	rss        float64 // process_resident_memory_bytes
 	packetsOut float64 // parley_packets_out_total
 	subscribed float64 // parley_subscribed_tracks
+	procs      float64 // go_sched_gomaxprocs_threads (0: not served)
 	// parley_forward_delay_seconds: cumulative bucket counts by upper
 	// bound (+Inf included)
 	delay map[float64]float64
@@ -67,6 +68,8 @@ func scrape(ctx context.Context, u string) (metricsSample, error) {
 			m.packetsOut, found = v, found+1
 		case "parley_subscribed_tracks":
 			m.subscribed, found = v, found+1
+		case "go_sched_gomaxprocs_threads":
+			m.procs = v
 		}
 	}
 	if found < 4 {

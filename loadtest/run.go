@@ -215,6 +215,11 @@ type ServerCost struct {
 	// RSS before the clients) per receiver, publishers' cost included.
 	Receivers      int     `json:"receivers"`
 	RSSPerReceiver float64 `json:"rss_bytes_per_receiver"`
+	// ProcsMin and ProcsMax are the fewest and most Ps (GOMAXPROCS) the
+	// server ran on in the measurement's once-a-second readings (it
+	// adapts them to its load, rtc.adaptive_procs); 0 when not served.
+	ProcsMin float64 `json:"gomaxprocs_min"`
+	ProcsMax float64 `json:"gomaxprocs_max"`
 	// ForwardDelay is the server's own forwarding delay over the
 	// measurement (parley_forward_delay_seconds): from a packet's arrival
 	// to the end of its write to a subscriber, without the network and the
@@ -372,6 +377,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	t0 := time.Now()
 	recv.sampling.Store(true)
 	maxRSS := start.rss
+	procs := procsRange{}
+	procs.see(start.procs)
 	tick := time.NewTicker(time.Second)
 	prev := base
 	prevAt := t0
@@ -390,6 +397,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if cfg.MetricsURL != "" {
 				if m, err := scrape(ctx, cfg.MetricsURL); err == nil {
 					maxRSS = max(maxRSS, m.rss)
+					procs.see(m.procs)
 					line += fmt.Sprintf("  server cpu %.0f%%  rss %.0f MiB", 100*(m.cpu-start.cpu)/now.Sub(t0).Seconds(), m.rss/(1<<20))
 				}
 			}
@@ -406,6 +414,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.MetricsURL != "" {
 		end, _ = scrape(context.Background(), cfg.MetricsURL)
 		maxRSS = max(maxRSS, end.rss)
+		procs.see(end.procs)
 	}
 	rep.Seconds = elapsed.Seconds()
 	last, lastPer := read()
@@ -446,7 +455,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.MetricsURL != "" && end.cpu > 0 {
 		s := &ServerCost{CPUSeconds: end.cpu - start.cpu, PacketsForwarded: end.packetsOut - start.packetsOut,
-			RSSStartBytes: idle.rss, RSSMaxBytes: maxRSS, SubscribedTracks: end.subscribed}
+			RSSStartBytes: idle.rss, RSSMaxBytes: maxRSS, SubscribedTracks: end.subscribed,
+			ProcsMin: procs.min, ProcsMax: procs.max}
 		s.CPUPercent = 100 * s.CPUSeconds / elapsed.Seconds()
 		if s.PacketsForwarded > 0 {
 			s.CPUPerPacketUS = s.CPUSeconds / s.PacketsForwarded * 1e6
@@ -630,6 +640,20 @@ func quantile(sorted []float64, q float64) float64 {
 
 // since is now-then of a counter that can go down (repairs of gaps that
 // opened before then), never below 0.
+// procsRange is the fewest and most of a series of GOMAXPROCS readings;
+// 0 (not served) is not a reading.
+type procsRange struct{ min, max float64 }
+
+func (r *procsRange) see(v float64) {
+	if v <= 0 {
+		return
+	}
+	if r.min == 0 || v < r.min {
+		r.min = v
+	}
+	r.max = max(r.max, v)
+}
+
 func since(now, then uint64) uint64 {
 	if d := int64(now - then); d > 0 {
 		return uint64(d)

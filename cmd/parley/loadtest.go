@@ -160,6 +160,9 @@ func printReport(w io.Writer, cfg loadtest.Config, r *loadtest.Report) {
 	if s := r.Server; s != nil {
 		fmt.Fprintf(w, "server:     %.2f CPU s (%.0f%% of a core), %.0f packets forwarded: %.2f µs CPU per forwarded packet, %.2f CPU s per million\n",
 			s.CPUSeconds, s.CPUPercent, s.PacketsForwarded, s.CPUPerPacketUS, s.CPUSecondsPerMillion)
+		if s.ProcsMax > 0 {
+			fmt.Fprintf(w, "procs:      the server ran on %.0f-%.0f Ps (GOMAXPROCS; rtc.adaptive_procs follows the load)\n", s.ProcsMin, s.ProcsMax)
+		}
 		fmt.Fprintf(w, "memory:     RSS %.0f MiB before the clients, %.0f MiB at most: %.0f KiB per subscribed track (%.0f tracks), %.0f KiB per receiving participant (%d)\n",
 			s.RSSStartBytes/(1<<20), s.RSSMaxBytes/(1<<20), s.RSSPerSubscribedTrack/1024, s.SubscribedTracks, s.RSSPerReceiver/1024, s.Receivers)
 		if d := s.ForwardDelay; d != nil {

@@ -48,6 +48,10 @@ func TestLoadtestShort(t *testing.T) {
 	if s == nil || s.CPUSeconds <= 0 || s.PacketsForwarded <= 0 || s.RSSMaxBytes <= 0 || s.SubscribedTracks != 12 {
 		t.Fatalf("server cost not measured: %+v", s)
 	}
+	// The server here is this test process, whose GOMAXPROCS nothing adapts.
+	if p := float64(runtime.GOMAXPROCS(0)); s.ProcsMin != p || s.ProcsMax != p {
+		t.Fatalf("server Ps %v-%v, want %v", s.ProcsMin, s.ProcsMax, p)
+	}
 	// The server's own forwarding delay: one observation per forwarded
 	// copy (so about as many as forwarded packets, resends aside), with
 	// quantiles in order.
@@ -57,7 +61,7 @@ func TestLoadtestShort(t *testing.T) {
 		t.Fatalf("forwarding delay not measured: %+v (forwarded %v)", d, s.PacketsForwarded)
 	}
 	// Per subscriber: each of the 6 receive-only clients, none empty, and
-	// together about the run's total (read a moment apart).
+	// together the run's total.
 	checkPerSubscriber(t, rep, 6)
 	if !strings.Contains(progress.String(), "clients 8/8") {
 		t.Fatalf("no progress lines: %q", progress.String())
