@@ -15,10 +15,11 @@ import (
 	"runtime"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/parley-rtc/parley/internal/proccpu"
 )
 
 // Load is what a node reports of itself.
@@ -499,11 +500,10 @@ type cpuMeter struct {
 }
 
 func (m *cpuMeter) sample() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+	used, ok := proccpu.Used()
+	if !ok {
 		return m.share
 	}
-	used := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	now := time.Now()
 	if !m.at.IsZero() {
 		if wall := now.Sub(m.at); wall >= 200*time.Millisecond {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"syscall"
 	"time"
@@ -44,9 +45,9 @@ const serveGCPercent = 50
 // percent in effect.
 func setGCDefault(env func(string) string) int {
 	if env("GOGC") != "" {
-		p := debug.SetGCPercent(100)
-		debug.SetGCPercent(p)
-		return p
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		return int(s[0].Value.Uint64())
 	}
 	debug.SetGCPercent(serveGCPercent)
 	return serveGCPercent

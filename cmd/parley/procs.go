@@ -5,8 +5,9 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
-	"syscall"
 	"time"
+
+	"github.com/parley-rtc/parley/internal/proccpu"
 )
 
 // Adaptive GOMAXPROCS (rtc.adaptive_procs). A forwarding server is idle
@@ -35,8 +36,7 @@ type procsController struct {
 }
 
 func newProcsController(max int, set func(int), cpu time.Duration, now time.Time) *procsController {
-	c := &procsController{max: max, cur: max, set: set, cpu: cpu, last: now}
-	return c
+	return &procsController{max: max, cur: max, set: set, cpu: cpu, last: now}
 }
 
 // step takes the process's CPU time so far at now, and returns the number
@@ -68,13 +68,10 @@ func (c *procsController) apply(n int) {
 	c.set(n)
 }
 
-// processCPU is the CPU time (user and system) the process used so far.
+// processCPU is the CPU time the process used so far.
 func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	used, _ := proccpu.Used()
+	return used
 }
 
 // adaptProcs runs the controller until ctx ends, then gives the process
