@@ -98,7 +98,10 @@ gotest:
 
 # Every `func FuzzX` in a _test.go file, found afresh on each run, for
 # FUZZTIME each. A failing input is saved under the package's testdata/fuzz:
-# fix the bug and commit it as a regression case.
+# fix the bug and commit it as a regression case. A bare "context deadline
+# exceeded" with no input written is Go 1.26's fuzzing coordinator racing
+# its own -fuzztime deadline (golang/go#75804, fixed in Go 1.27), not a
+# finding: that target runs again, at most twice, and is reported as FLAKY.
 fuzz:
 	@targets=$$(grep -rE --include='*_test.go' --exclude-dir=.git -o '^func Fuzz[A-Za-z0-9_]*' . | \
 		sed -E 's#^(.*)/[^/]*_test\.go:func (Fuzz[A-Za-z0-9_]*)$$#\1:\2#' | sort -u); \
@@ -107,9 +110,13 @@ fuzz:
 	for t in $$targets; do \
 		pkg="$${t%%:*}"; name="$${t##*:}"; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		if ! $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg" >"$$log" 2>&1; then \
+		for try in 1 2 3; do \
+			if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg" >"$$log" 2>&1; then break; fi; \
+			if [ $$try -lt 3 ] && grep -q 'context deadline exceeded' "$$log" && ! grep -q 'Failing input written to' "$$log"; then \
+				echo "FLAKY: fuzz $$pkg $$name: coordinator deadline race (golang/go#75804), no input found; running it again"; continue; \
+			fi; \
 			cat "$$log"; echo "fuzz $$pkg $$name FAILED"; exit 1; \
-		fi; \
+		done; \
 	done
 
 compose:
