@@ -68,6 +68,8 @@ func realMain(args []string, env func(string) string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stderr, "parley: %v\n", err)
 			return 2
 		}
+		// Before anything starts: the process may be replaced.
+		restartWithQuietSysmon(stderr)
 		setGCDefault(env)
 		// SIGTERM drains (docs/api.md, "Draining"); SIGINT, or a second
 		// signal, shuts down at once.
