@@ -99,7 +99,10 @@ type DownTrack struct {
 	curIdx       atomic.Int32 // layer being forwarded; -1: none
 	maxSpatial   atomic.Int32 // VP9 SVC: highest spatial layer to forward
 
-	// writer goroutine state
+	// writer state: whoever holds wmu, the writer goroutine or a layer's
+	// reader in deliver
+	wmu        sync.Mutex
+	pending    atomic.Int32 // packets queued or being written by the writer goroutine
 	cur        *Layer
 	spatial    int
 	buf        [packetMTU]byte
@@ -382,11 +385,34 @@ func (d *DownTrack) Stats() (packets, bytes, drops uint64) {
 	return d.packets.Load(), d.bytes.Load(), d.drops.Load()
 }
 
+// deliver writes a packet of l to the subscriber from the caller's
+// goroutine (the layer's reader) when that keeps the order of what it
+// sends: no packet waits for the writer goroutine and no other goroutine
+// is writing to d. Otherwise, or with inline false, it queues the packet.
+// Writing in place saves a goroutine handoff per copy and leaves packets
+// that arrive meanwhile in pion's receive buffer, where they wait at no
+// cost, rather than in 50 queues.
+func (d *DownTrack) deliver(l *Layer, num uint64, inline bool) {
+	if inline && d.pending.Load() == 0 && d.wmu.TryLock() {
+		if d.pending.Load() == 0 {
+			if !d.isClosed() {
+				d.writePacket(l, num)
+			}
+			d.wmu.Unlock()
+			return
+		}
+		d.wmu.Unlock()
+	}
+	d.enqueue(l, num)
+}
+
 // enqueue hands a packet to the writer without ever blocking the source.
 func (d *DownTrack) enqueue(l *Layer, num uint64) {
+	d.pending.Add(1)
 	select {
 	case d.queue <- queued{l: l, num: num}:
 	default:
+		d.pending.Add(-1)
 		d.drops.Add(1)
 		if d.kind == webrtc.RTPCodecTypeVideo && !d.needKeyframe.Swap(true) {
 			l.RequestKeyframe()
@@ -394,11 +420,16 @@ func (d *DownTrack) enqueue(l *Layer, num uint64) {
 	}
 }
 
+// writeLoop writes what was queued. A packet counts as pending until it is
+// written, so that deliver does not overtake it.
 func (d *DownTrack) writeLoop() {
 	for {
 		select {
 		case q := <-d.queue:
+			d.wmu.Lock()
 			d.writePacket(q.l, q.num)
+			d.pending.Add(-1)
+			d.wmu.Unlock()
 		case <-d.closed:
 			return
 		}

@@ -2,6 +2,8 @@ package sfu
 
 import (
 	"log/slog"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,12 +48,15 @@ func bound(t *Track, ssrc uint32) (*DownTrack, *fakeWriter) {
 	return d, w
 }
 
-// drain writes every queued packet of d.
+// drain writes every queued packet of d, as its writer goroutine would.
 func drain(d *DownTrack) {
 	for {
 		select {
 		case q := <-d.queue:
+			d.wmu.Lock()
 			d.writePacket(q.l, q.num)
+			d.pending.Add(-1)
+			d.wmu.Unlock()
 		default:
 			return
 		}
@@ -144,12 +149,14 @@ func TestMuteResumesWithoutGap(t *testing.T) {
 func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 	tr := testTrack()
 	tr.sid = "TR_s"
-	slow, _ := bound(tr, 1) // never drained
+	slow, _ := bound(tr, 1)
 	fast, w := bound(tr, 2)
+	slow.wmu.Lock() // its writer is stuck in a write: the reader must not wait
 	for i := 0; i < queueLen*3; i++ {
 		tr.forward(packet(uint16(i), uint32(i)*3000, i == 0, 100))
 		drain(fast)
 	}
+	slow.wmu.Unlock()
 	if w.n != queueLen*3 {
 		t.Fatalf("fast subscriber got %d of %d", w.n, queueLen*3)
 	}
@@ -288,7 +295,9 @@ func TestForwardDelayIsMeasured(t *testing.T) {
 	tr.forward(packet(1, 0, true, 100))
 	tr.forward(packet(2, 3000, false, 100))
 	drain(d)
+	d.wmu.Lock() // the writer goroutine is busy: the packet is queued
 	tr.forward(packet(3, 6000, false, 100))
+	d.wmu.Unlock()
 	time.Sleep(3 * time.Millisecond) // the writer is 3 ms late
 	drain(d)
 	h := d.delay.load()
@@ -379,5 +388,112 @@ func TestAudioDownTrackIsSmaller(t *testing.T) {
 		if got := w.n > before; got != tc.want {
 			t.Errorf("NACK for %d packets back answered: %v, want %v", last-tc.seq, got, tc.want)
 		}
+	}
+}
+
+// seqWriter records the sequence numbers written, from any goroutine.
+type seqWriter struct {
+	mu   sync.Mutex
+	seqs []uint16
+}
+
+func (w *seqWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	w.mu.Lock()
+	w.seqs = append(w.seqs, h.SequenceNumber)
+	w.mu.Unlock()
+	return len(payload), nil
+}
+
+func (w *seqWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// TestDeliverKeepsOrder: the layer's reader writes a copy itself only when
+// nothing of the DownTrack waits for the writer goroutine, so a packet
+// never overtakes one queued before it.
+func TestDeliverKeepsOrder(t *testing.T) {
+	tr := testTrack()
+	d := NewDownTrack(tr, "stream")
+	w := &seqWriter{}
+	d.bind.Store(&binding{ssrc: 9, pt: 96, writer: w})
+	tr.addDown(d)
+	tr.layer(0).addDown(d)
+
+	tr.forward(packet(1, 0, true, 100)) // written in place
+	if d.pending.Load() != 0 || len(d.queue) != 0 || len(w.seqs) != 1 {
+		t.Fatalf("an idle DownTrack's packet: pending %d, queued %d, written %d", d.pending.Load(), len(d.queue), len(w.seqs))
+	}
+	d.wmu.Lock() // the writer goroutine is busy
+	tr.forward(packet(2, 0, false, 100))
+	tr.forward(packet(3, 0, false, 100))
+	d.wmu.Unlock()
+	tr.forward(packet(4, 0, false, 100)) // must queue behind 2 and 3
+	if len(d.queue) != 3 || len(w.seqs) != 1 {
+		t.Fatalf("queued %d, written %d: packet 4 did not wait for 2 and 3", len(d.queue), len(w.seqs))
+	}
+	drain(d)
+	tr.forward(packet(5, 0, false, 100))
+	if d.pending.Load() != 0 || len(w.seqs) != 5 {
+		t.Fatalf("after the queue drained: pending %d, written %d", d.pending.Load(), len(w.seqs))
+	}
+
+	// Against the real writer goroutine, with the reader's copies and the
+	// queued ones interleaving as they happen to (under -race, too).
+	go d.writeLoop()
+	defer d.Close()
+	for i := 6; i <= 3000; i++ {
+		if i%7 == 0 {
+			d.wmu.Lock() // now and then the writer is busy
+			tr.forward(packet(uint16(i), 0, true, 100))
+			d.wmu.Unlock()
+			continue
+		}
+		// Keyframes: a copy dropped on a full queue makes the
+		// DownTrack wait for one, which would hide the order.
+		tr.forward(packet(uint16(i), 0, true, 100))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for d.pending.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.seqs) != 3000-int(d.drops.Load()) {
+		t.Fatalf("%d written, %d dropped of 3000", len(w.seqs), d.drops.Load())
+	}
+	for i := 1; i < len(w.seqs); i++ {
+		if w.seqs[i] <= w.seqs[i-1] {
+			t.Fatalf("written out of order: %d after %d", w.seqs[i], w.seqs[i-1])
+		}
+	}
+}
+
+// TestForwardSpreadsLargeFanout: with several Ps, a layer's reader writes
+// inlineFanout copies (or its share) itself and queues the rest for the
+// subscribers' writer goroutines; on one P it writes them all.
+func TestForwardSpreadsLargeFanout(t *testing.T) {
+	was := runtime.GOMAXPROCS(2)
+	defer runtime.GOMAXPROCS(was)
+	tr := testTrack()
+	const subs = 3 * inlineFanout
+	var downs []*DownTrack
+	for i := range subs {
+		d, _ := bound(tr, uint32(100+i))
+		downs = append(downs, d)
+	}
+	queued := func() int {
+		n := 0
+		for _, d := range downs {
+			n += len(d.queue)
+			drain(d)
+		}
+		return n
+	}
+	tr.forward(packet(1, 0, true, 100))
+	if got, want := queued(), subs-max(inlineFanout, subs/2); got != want {
+		t.Fatalf("2 Ps, %d subscribers: %d copies queued, want %d", subs, got, want)
+	}
+	runtime.GOMAXPROCS(1)
+	tr.forward(packet(2, 0, false, 100))
+	if got := queued(); got != 0 {
+		t.Fatalf("1 P: %d copies queued, want all written in place", got)
 	}
 }

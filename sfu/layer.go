@@ -3,6 +3,7 @@ package sfu
 import (
 	"errors"
 	"io"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -109,6 +110,13 @@ func (l *Layer) readLoop() {
 	}
 }
 
+// inlineFanout is how many copies of a packet its layer's reader writes
+// itself at least (DownTrack.deliver). On one P it writes them all; with
+// several, a room larger than inlineFanout × Ps has the rest written by
+// the subscribers' writer goroutines, so that one publisher's fan-out
+// spreads over the cores.
+const inlineFanout = 32
+
 // forward stores one packet and queues it to every DownTrack of the layer.
 // It is the per-packet hot path: no allocation, no lock held across a write.
 func (l *Layer) forward(pkt []byte) {
@@ -142,8 +150,17 @@ func (l *Layer) forward(pkt []byte) {
 	if t.muted.Load() {
 		return
 	}
-	for _, d := range l.downs.load() {
-		d.enqueue(l, num)
+	downs := l.downs.load()
+	inline := len(downs)
+	if p := runtime.GOMAXPROCS(0); p > 1 {
+		inline = min(inline, max(inlineFanout, len(downs)/p))
+	}
+	// The rest first, so that other Ps start on it while this one writes.
+	for _, d := range downs[inline:] {
+		d.deliver(l, num, false)
+	}
+	for _, d := range downs[:inline] {
+		d.deliver(l, num, true)
 	}
 }
 
