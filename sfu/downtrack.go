@@ -141,6 +141,7 @@ type DownTrack struct {
 	ready  *atomic.Bool     // the subscriber connection is up; nil: always
 
 	closed    chan struct{}
+	isShut    atomic.Bool // closed is closed
 	closeOnce sync.Once
 }
 
@@ -367,18 +368,13 @@ func (d *DownTrack) Close() {
 		if t := d.src.Load(); t != nil {
 			t.removeDown(d)
 		}
+		d.isShut.Store(true)
 		close(d.closed)
 	})
 }
 
-func (d *DownTrack) isClosed() bool {
-	select {
-	case <-d.closed:
-		return true
-	default:
-		return false
-	}
-}
+// isClosed is an atomic load: deliver asks it for every copy.
+func (d *DownTrack) isClosed() bool { return d.isShut.Load() }
 
 // Stats of what was sent to the subscriber and dropped for it.
 func (d *DownTrack) Stats() (packets, bytes, drops uint64) {
