@@ -467,8 +467,8 @@ func TestDeliverKeepsOrder(t *testing.T) {
 }
 
 // TestForwardSpreadsLargeFanout: with several Ps, a layer's reader writes
-// inlineFanout copies (or its share) itself and queues the rest for the
-// subscribers' writer goroutines; on one P it writes them all.
+// inlineFanout copies itself and queues the rest for the subscribers'
+// writer goroutines; on one P it writes them all.
 func TestForwardSpreadsLargeFanout(t *testing.T) {
 	was := runtime.GOMAXPROCS(2)
 	defer runtime.GOMAXPROCS(was)
@@ -488,7 +488,7 @@ func TestForwardSpreadsLargeFanout(t *testing.T) {
 		return n
 	}
 	tr.forward(packet(1, 0, true, 100))
-	if got, want := queued(), subs-max(inlineFanout, subs/2); got != want {
+	if got, want := queued(), subs-inlineFanout; got != want {
 		t.Fatalf("2 Ps, %d subscribers: %d copies queued, want %d", subs, got, want)
 	}
 	runtime.GOMAXPROCS(1)

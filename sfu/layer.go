@@ -111,11 +111,14 @@ func (l *Layer) readLoop() {
 }
 
 // inlineFanout is how many copies of a packet its layer's reader writes
-// itself at least (DownTrack.deliver). On one P it writes them all; with
-// several, a room larger than inlineFanout × Ps has the rest written by
-// the subscribers' writer goroutines, so that one publisher's fan-out
-// spreads over the cores.
-const inlineFanout = 32
+// itself at most when there are several Ps (DownTrack.deliver); on one P
+// it writes them all. 256 copies of a video packet are about 1.5 ms of
+// CPU, a quarter of a core at 1.7 Mbps: a room of 200 (the audio room of
+// docs/performance.md, where ten readers already keep two Ps busy) is
+// written in place, while the rest of a publisher's 3000 viewers is
+// queued for their writer goroutines, so that its fan-out spreads over
+// the cores.
+const inlineFanout = 256
 
 // forward stores one packet and queues it to every DownTrack of the layer.
 // It is the per-packet hot path: no allocation, no lock held across a write.
@@ -152,8 +155,8 @@ func (l *Layer) forward(pkt []byte) {
 	}
 	downs := l.downs.load()
 	inline := len(downs)
-	if p := runtime.GOMAXPROCS(0); p > 1 {
-		inline = min(inline, max(inlineFanout, len(downs)/p))
+	if runtime.GOMAXPROCS(0) > 1 {
+		inline = min(inline, inlineFanout)
 	}
 	// The rest first, so that other Ps start on it while this one writes.
 	for _, d := range downs[inline:] {
