@@ -384,12 +384,12 @@ func (d *DownTrack) Stats() (packets, bytes, drops uint64) {
 // deliver writes a packet of l to the subscriber from the caller's
 // goroutine (the layer's reader) when that keeps the order of what it
 // sends: no packet waits for the writer goroutine and no other goroutine
-// is writing to d. Otherwise, or with inline false, it queues the packet.
-// Writing in place saves a goroutine handoff per copy and leaves packets
-// that arrive meanwhile in pion's receive buffer, where they wait at no
-// cost, rather than in 50 queues.
-func (d *DownTrack) deliver(l *Layer, num uint64, inline bool) {
-	if inline && d.pending.Load() == 0 && d.wmu.TryLock() {
+// is writing to d. Otherwise it queues the packet. Writing in place saves
+// a goroutine handoff per copy and leaves packets that arrive meanwhile in
+// pion's receive buffer, where they wait at no cost, rather than in one
+// queue per subscriber.
+func (d *DownTrack) deliver(l *Layer, num uint64) {
+	if d.pending.Load() == 0 && d.wmu.TryLock() {
 		if d.pending.Load() == 0 {
 			if !d.isClosed() {
 				d.writePacket(l, num)
@@ -422,14 +422,19 @@ func (d *DownTrack) writeLoop() {
 	for {
 		select {
 		case q := <-d.queue:
-			d.wmu.Lock()
-			d.writePacket(q.l, q.num)
-			d.pending.Add(-1)
-			d.wmu.Unlock()
+			d.writeQueued(q)
 		case <-d.closed:
 			return
 		}
 	}
+}
+
+// writeQueued writes one packet taken from the queue.
+func (d *DownTrack) writeQueued(q queued) {
+	d.wmu.Lock()
+	d.writePacket(q.l, q.num)
+	d.pending.Add(-1)
+	d.wmu.Unlock()
 }
 
 // detachFrom stops receiving l's packets unless l is still needed. The

@@ -53,10 +53,7 @@ func drain(d *DownTrack) {
 	for {
 		select {
 		case q := <-d.queue:
-			d.wmu.Lock()
-			d.writePacket(q.l, q.num)
-			d.pending.Add(-1)
-			d.wmu.Unlock()
+			d.writeQueued(q)
 		default:
 			return
 		}

@@ -155,15 +155,17 @@ func (l *Layer) forward(pkt []byte) {
 	}
 	downs := l.downs.load()
 	inline := len(downs)
-	if runtime.GOMAXPROCS(0) > 1 {
-		inline = min(inline, inlineFanout)
+	// GOMAXPROCS(0) takes the scheduler's lock: only a room larger than
+	// inlineFanout asks.
+	if inline > inlineFanout && runtime.GOMAXPROCS(0) > 1 {
+		inline = inlineFanout
 	}
 	// The rest first, so that other Ps start on it while this one writes.
 	for _, d := range downs[inline:] {
-		d.deliver(l, num, false)
+		d.enqueue(l, num)
 	}
 	for _, d := range downs[:inline] {
-		d.deliver(l, num, true)
+		d.deliver(l, num)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // wake-ups a second) for the next millisecond and more. An SFU is idle
 // between frames and busy in bursts: on 2 cores, those wake-ups and the
 // context switches they caused were 13% of the server's CPU, and the
-// setting saves 12-27% of the CPU per forwarded packet
+// setting saves 12-30% of the CPU per forwarded packet
 // (docs/performance.md). Without deep sleep, sysmon beats every 10 ms
 // instead, about 0.3 ms of CPU a second when the server is idle.
 //
