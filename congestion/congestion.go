@@ -107,7 +107,7 @@ func (c *Controller) BindLocalStream(info *interceptor.StreamInfo, w interceptor
 		// (pion's SRTP writer serialises a stream's writes anyway).
 		st.mu.Lock()
 		defer st.mu.Unlock()
-		c.stamp(id, h, len(payload), &st.ext)
+		c.Stamp(id, h, len(payload), &st.ext)
 		return w.Write(h, payload, a)
 	})
 }
@@ -118,9 +118,11 @@ type stream struct {
 	ext [2]byte // the marshalled extension of the packet being written
 }
 
-// stamp sets the transport-wide sequence number extension (id) on h, its
-// bytes in ext, and records the packet as sent now.
-func (c *Controller) stamp(id uint8, h *rtp.Header, payloadLen int, ext *[2]byte) {
+// Stamp sets the transport-wide sequence number extension (id) on h, its
+// bytes in ext, and records the packet as sent now. For a sender that
+// writes past the interceptor (sfu's direct path); h points at ext until
+// the packet is marshalled.
+func (c *Controller) Stamp(id uint8, h *rtp.Header, payloadLen int, ext *[2]byte) {
 	seq, s := c.sent.take()
 	*ext = [2]byte{byte(seq >> 8), byte(seq)}
 	if err := h.SetExtension(id, ext[:]); err != nil {

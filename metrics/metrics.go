@@ -70,6 +70,7 @@ var (
 	batchPktsDesc    = desc("batch_send_packets_total", "Packets the batched sender sent (rtc.batch_send only).")
 	batchErrsDesc    = desc("batch_send_errors_total", "Failed batched sends (rtc.batch_send only).")
 	batchGSODesc     = desc("batch_send_gso", "1 while the media socket takes UDP GSO, 0 once the kernel refused it (rtc.batch_send only).")
+	sendPathDesc     = desc("subscriber_connections_total", "Subscriber connections that came up, by the path their media is sent on: direct (Parley encrypts and writes to the UDP port) or pion (pion's SRTP and ICE: ICE-TCP, rtc.direct_send off, or Parley not the DTLS server).", "send_path")
 	lossDesc         = desc("loss_ratio", "Mean fraction of packets lost that subscribers report, over the forwarded tracks.")
 	wsDesc           = desc("websocket_connections", "Open signaling WebSockets.")
 	errorsDesc       = desc("signaling_errors_total", "Errors sent to clients, by code.", "code")
@@ -92,7 +93,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
-		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
+		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, sendPathDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
 		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchGSODesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
@@ -133,6 +134,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(switchesDesc, es.LayerSwitches)
 	counter(paddingDesc, es.PaddingBytes)
 	ch <- forwardDelay(es.ForwardDelay)
+	counter(sendPathDesc, es.DirectConnections, "direct")
+	counter(sendPathDesc, es.PionConnections, "pion")
 	gauge(lossDesc, es.LossRatio)
 	if b := es.Batch; b.Enabled {
 		counter(batchCallsDesc, b.Calls)

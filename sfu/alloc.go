@@ -284,10 +284,15 @@ func allocate(downs []*DownTrack, estimate int64, now int64) allocation {
 func (s *Subscriber) allocLoop() {
 	tick := time.NewTicker(allocInterval)
 	defer tick.Stop()
+	sr := time.NewTicker(srInterval)
+	defer sr.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
+		case <-sr.C:
+			s.sendReports()
+			continue
 		case <-tick.C:
 		case <-s.kick:
 		}

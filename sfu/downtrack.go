@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -48,6 +49,7 @@ type binding struct {
 	pt      uint8
 	rtxSSRC uint32 // 0: RTX not negotiated (resends reuse the media SSRC)
 	rtxPT   uint8
+	tcc     uint8 // transport-cc header extension id; 0: not negotiated
 	writer  webrtc.TrackLocalWriter
 }
 
@@ -122,12 +124,15 @@ type DownTrack struct {
 	hist   []histEntry // histSize or audioRingSize entries
 	hmask  uint16
 	rtxSeq uint16
+	srTS   uint32 // the RTP timestamp last sent, for sender reports
+	srAt   int64  // when, wall clock (ns); 0: nothing sent
 	rbuf   [packetMTU + 2]byte
 	rhdr   rtp.Header
 	pad    [255]byte
 
 	packets   atomic.Uint64
 	bytes     atomic.Uint64
+	octets    atomic.Uint64 // payload bytes, for sender reports
 	drops     atomic.Uint64
 	nacks     atomic.Uint64
 	retx      atomic.Uint64
@@ -139,6 +144,11 @@ type DownTrack struct {
 
 	onREMB func(bps uint64) // the subscriber connection's estimate
 	ready  *atomic.Bool     // the subscriber connection is up; nil: always
+
+	// the direct send path (direct.go): the connection's, set before
+	// ready; nil, or holding nil: pion's path
+	path *atomic.Pointer[directPath]
+	ds   atomic.Pointer[directSender]
 
 	closed    chan struct{}
 	isShut    atomic.Bool // closed is closed
@@ -196,6 +206,11 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	for _, c := range params {
 		if strings.EqualFold(c.MimeType, d.codec.MimeType) && fmtpCompatible(c.SDPFmtpLine, d.codec.SDPFmtpLine, d.codec.MimeType) {
 			b := &binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), writer: ctx.WriteStream()}
+			for _, e := range ctx.HeaderExtensions() {
+				if e.URI == sdp.TransportCCURI && e.ID > 0 && e.ID < 256 {
+					b.tcc = uint8(e.ID)
+				}
+			}
 			if rtx := uint32(ctx.SSRCRetransmission()); rtx != 0 {
 				for _, r := range params {
 					if strings.EqualFold(r.MimeType, webrtc.MimeTypeRTX) && fmtpParam(r.SDPFmtpLine, "apt") == strconv.Itoa(int(c.PayloadType)) {
@@ -556,20 +571,45 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 	d.hdr.Extension = false
 	d.hdr.ExtensionProfile = 0
 	d.hdr.Extensions = d.hdr.Extensions[:0]
-	if int16(d.hdr.SequenceNumber-d.lastOutSeq) > 0 || d.packets.Load() == 0 {
+	advance := int16(d.hdr.SequenceNumber-d.lastOutSeq) > 0 || d.packets.Load() == 0
+	if advance {
 		d.lastOutSeq = d.hdr.SequenceNumber
 		d.lastOutTS = d.hdr.Timestamp
 		d.outTS.Store(d.lastOutTS)
 		d.lastSent = now
 	}
-	d.remember(l, num, marker, now.UnixNano())
-	if _, err := b.writer.WriteRTP(&d.hdr, payload); err != nil {
+	d.remember(l, num, marker, now.UnixNano(), advance)
+	if err := d.writeRTP(b, &d.hdr, payload); err != nil {
 		d.drops.Add(1)
 		return
 	}
 	d.delay.observe(monoNow() - at)
 	d.packets.Add(1)
 	d.bytes.Add(uint64(n))
+	d.octets.Add(uint64(len(payload)))
+}
+
+// writeRTP sends one packet on the direct path when the connection has one
+// (direct.go), else through pion's RTP sender.
+func (d *DownTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) error {
+	if d.path != nil {
+		if p := d.path.Load(); p != nil {
+			s := d.ds.Load()
+			if s == nil || s.path != p {
+				ns, err := newDirectSender(p, b.tcc)
+				if err != nil {
+					return err
+				}
+				if !d.ds.CompareAndSwap(s, ns) {
+					ns = d.ds.Load()
+				}
+				s = ns
+			}
+			return s.write(h, payload)
+		}
+	}
+	_, err := b.writer.WriteRTP(h, payload)
+	return err
 }
 
 // filterSpatial decides, for a VP9 SVC stream, whether a packet belongs to
@@ -595,11 +635,15 @@ func (d *DownTrack) filterSpatial(l *Layer, payload []byte) (drop, end bool) {
 	return false, v.sid == d.spatial && v.end
 }
 
-// remember records where an outgoing sequence number came from.
-func (d *DownTrack) remember(l *Layer, num uint64, marker bool, now int64) {
+// remember records where an outgoing sequence number came from, and, when
+// the stream advanced, its timestamp and time for sender reports.
+func (d *DownTrack) remember(l *Layer, num uint64, marker bool, now int64, advance bool) {
 	d.hmu.Lock()
 	e := &d.hist[d.hdr.SequenceNumber&d.hmask]
 	*e = histEntry{out: d.hdr.SequenceNumber, valid: true, marker: marker, l: l, num: num, seqOff: d.seqOff, tsOff: d.tsOff, sentAt: now}
+	if advance {
+		d.srTS, d.srAt = d.hdr.Timestamp, now
+	}
 	d.hmu.Unlock()
 }
 
@@ -646,7 +690,7 @@ func (d *DownTrack) resend(seq uint16) {
 	} else {
 		h.SSRC, h.PayloadType = b.ssrc, b.pt
 	}
-	if _, err := b.writer.WriteRTP(h, payload); err == nil {
+	if err := d.writeRTP(b, h, payload); err == nil {
 		d.retx.Add(1)
 	}
 }
@@ -672,7 +716,7 @@ func (d *DownTrack) sendPadding(n int) {
 		*h = rtp.Header{Version: 2, Padding: true, PayloadType: b.rtxPT, SSRC: b.rtxSSRC, Timestamp: d.outTS.Load(), Extensions: h.Extensions[:0]}
 		d.rtxSeq++
 		h.SequenceNumber = d.rtxSeq
-		if _, err := b.writer.WriteRTP(h, d.pad[:]); err != nil {
+		if err := d.writeRTP(b, h, d.pad[:]); err != nil {
 			return
 		}
 		d.padded.Add(uint64(len(d.pad)))

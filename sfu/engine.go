@@ -15,7 +15,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
@@ -46,6 +45,10 @@ type Config struct {
 	// BatchSend queues outgoing packets and sends each burst with one
 	// sendmmsg system call instead of one sendto per packet.
 	BatchSend bool
+	// PionSend sends subscribers' media through pion's SRTP session and
+	// ICE connection instead of the direct path (direct.go), which
+	// encrypts and writes to the UDP socket itself.
+	PionSend bool
 }
 
 // Validate checks the config and names the first bad key.
@@ -173,19 +176,25 @@ func (e *Engine) newPublisherConnection() (*webrtc.PeerConnection, error) {
 	if err := webrtc.ConfigureTWCCSender(m, reg); err != nil {
 		return nil, err
 	}
-	return e.newPeerConnection(m, reg)
+	return e.newPeerConnection(m, reg, webrtc.SettingEngine{})
 }
 
 // newSubscriberConnection builds the connection the server sends on. NACKs
 // are answered by the DownTracks from the tracks' rings (not by pion's
 // responder, which would keep a copy of every packet per subscriber);
 // transport-wide sequence numbers feed the bandwidth estimator b.
-func (e *Engine) newSubscriberConnection(b *bwe) (*webrtc.PeerConnection, error) {
+func (e *Engine) newSubscriberConnection(b *bwe, keys *dtlsKeys) (*webrtc.PeerConnection, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
+	se := webrtc.SettingEngine{}
+	if keys != nil {
+		// what the direct path's SRTP keys are derived from (direct.go)
+		se.SetDTLSKeyLogWriter(keys)
+		se.SetDTLSServerHelloMessageHook(keys.serverHello)
+	}
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBGoogREMB}, webrtc.RTPCodecTypeVideo)
@@ -199,21 +208,17 @@ func (e *Engine) newSubscriberConnection(b *bwe) (*webrtc.PeerConnection, error)
 	// controller stamps the transport-wide sequence number as the packet
 	// leaves, and takes the feedback out before the rest of the RTCP goes up.
 	reg.Add(b.cc)
-	// Sender reports only: this connection receives no media, so pion's
-	// receiver-report interceptor would only parse every incoming RTCP
-	// packet once more, looking for sender reports that never come.
-	sr, err := report.NewSenderInterceptor()
-	if err != nil {
-		return nil, err
-	}
-	reg.Add(sr)
-	return e.newPeerConnection(m, reg)
+	// No report interceptors: the DownTracks' sender reports come from
+	// Parley's own counters (Subscriber.sendReports), which see the direct
+	// path's packets too; and this connection receives no media, so
+	// pion's receiver-report interceptor would only parse every incoming
+	// RTCP packet once more, looking for sender reports that never come.
+	return e.newPeerConnection(m, reg, se)
 }
 
 // newPeerConnection builds a peer connection with its own media engine and
 // interceptor registry on the engine's sockets.
-func (e *Engine) newPeerConnection(m *webrtc.MediaEngine, reg *interceptor.Registry) (*webrtc.PeerConnection, error) {
-	se := webrtc.SettingEngine{}
+func (e *Engine) newPeerConnection(m *webrtc.MediaEngine, reg *interceptor.Registry, se webrtc.SettingEngine) (*webrtc.PeerConnection, error) {
 	se.SetICEUDPMux(e.mux)
 	if e.cfg.Net != nil {
 		se.SetNet(e.cfg.Net)

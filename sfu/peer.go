@@ -3,6 +3,7 @@ package sfu
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -304,9 +305,12 @@ type Subscriber struct {
 	downs    map[string]*DownTrack
 	senders  map[string]*webrtc.RTPSender
 
-	ready     atomic.Bool   // the connection is up: SRTP can be written
-	done      chan struct{} // closed by Close
-	kick      chan struct{} // re-choose layers now
+	ready     atomic.Bool // the connection is up: SRTP can be written
+	keys      *dtlsKeys   // nil: direct path off
+	direct    atomic.Pointer[directPath]
+	conn      net.PacketConn // the engine's media socket
+	done      chan struct{}  // closed by Close
+	kick      chan struct{}  // re-choose layers now
 	lastAlloc atomic.Pointer[allocation]
 	prober    prober // allocLoop only
 }
@@ -318,16 +322,31 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 	if err != nil {
 		return nil, err
 	}
-	pc, err := e.newSubscriberConnection(b)
+	var keys *dtlsKeys
+	if !e.cfg.PionSend {
+		keys = &dtlsKeys{}
+	}
+	pc, err := e.newSubscriberConnection(b, keys)
 	if err != nil {
 		return nil, err
 	}
 	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout, stats: &e.stats, bwe: b,
 		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{},
-		done: make(chan struct{}), kick: make(chan struct{}, 1)}
+		done: make(chan struct{}), kick: make(chan struct{}, 1), keys: keys, conn: e.conn}
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.pairChanged)
 	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace, func(st webrtc.PeerConnectionState) {
+		switch {
+		case st == webrtc.PeerConnectionStateConnected && !s.ready.Load():
+			s.startDirect()
+		case st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed:
+			// As pion's path does once ICE gave up: nothing more is
+			// sent, until an ICE restart selects a pair again.
+			if p := s.direct.Load(); p != nil {
+				p.addr.Store(nil)
+			}
+		}
 		if st == webrtc.PeerConnectionStateConnected && !s.ready.Swap(true) {
 			// What was written before SRTP was up went nowhere: every
 			// video starts again from a keyframe.
@@ -348,6 +367,51 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 	}
 	go s.allocLoop()
 	return s, nil
+}
+
+// startDirect gives the connection the direct send path (direct.go) when
+// its keys are known and its ICE pair is on the media socket. It runs once,
+// before the DownTracks may write.
+func (s *Subscriber) startDirect() {
+	if s.keys == nil {
+		s.stats.pionConns.Add(1)
+		return
+	}
+	key, salt, profile, err := s.keys.localKeys()
+	if err != nil {
+		s.stats.pionConns.Add(1)
+		s.log.Debug("subscriber sends through pion", "why", err)
+		return
+	}
+	pair, err := s.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	addr := pairAddr(pair)
+	if err != nil || addr == nil {
+		s.stats.pionConns.Add(1)
+		s.log.Debug("subscriber sends through pion", "why", errNoDirectPair, "pair", pair)
+		return
+	}
+	s.stats.directConns.Add(1)
+	p := &directPath{conn: s.conn, cc: s.bwe.cc, key: key, salt: salt, profile: profile}
+	p.addr.Store(addr)
+	s.direct.Store(p)
+	s.log.Debug("subscriber sends directly", "to", addr.String(), "profile", profile)
+}
+
+// pairChanged follows ICE to a new pair. A connection on the direct path
+// cannot hand its streams to pion's SRTP context mid-call (their rollover
+// counters live in Parley's), so a move to a pair the path cannot write to
+// (ICE-TCP) fails the connection and the client joins again (protocol:
+// subscriber_failed).
+func (s *Subscriber) pairChanged(pair *webrtc.ICECandidatePair) {
+	p := s.direct.Load()
+	if p == nil {
+		return
+	}
+	addr := pairAddr(pair)
+	p.addr.Store(addr)
+	if addr == nil && s.ev.Failed != nil {
+		go s.ev.Failed(fmt.Errorf("%w: the subscriber connection moved to a network path its media cannot follow (%v); join again", ErrClosed, pair))
+	}
 }
 
 // SetTrackSettings records how the client shows one of its tracks (size,
@@ -473,6 +537,7 @@ func (s *Subscriber) addLocked(t *Track, streamID string) bool {
 	}
 	d := NewDownTrack(t, streamID)
 	d.ready = &s.ready
+	d.path = &s.direct
 	d.onREMB = s.bwe.setREMB
 	tr, err := s.pc.AddTransceiverFromTrack(d, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 	if err != nil {

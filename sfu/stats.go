@@ -1,6 +1,9 @@
 package sfu
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Stats are the engine's totals since it started, for metrics. The
 // per-packet counters live in each Track and DownTrack (atomics, no shared
@@ -25,6 +28,10 @@ type Stats struct {
 	LossRatio float64
 	// Batch is the batched sender's work (rtc.batch_send); zero when off.
 	Batch BatchStats
+	// DirectConnections and PionConnections count the subscriber
+	// connections that came up on the direct send path (direct.go) and on
+	// pion's.
+	DirectConnections, PionConnections uint64
 }
 
 // BatchStats counts what the batched sender handed the kernel.
@@ -42,6 +49,8 @@ type engineStats struct {
 	tracks map[*Track]struct{}
 	downs  map[*DownTrack]struct{}
 	ended  Stats // sums of what has ended
+
+	directConns, pionConns atomic.Uint64
 }
 
 func (s *engineStats) init() {
@@ -122,6 +131,7 @@ func (e *Engine) Stats() Stats {
 	if reported > 0 {
 		st.LossRatio = lossSum / float64(reported)
 	}
+	st.DirectConnections, st.PionConnections = s.directConns.Load(), s.pionConns.Load()
 	if bc, ok := e.conn.(*batchConn); ok {
 		st.Batch = BatchStats{Enabled: true, GSO: bc.gso.Load(), Calls: bc.calls.Load(), Messages: bc.msgsSent.Load(),
 			Packets: bc.packets.Load(), Errors: bc.errors.Load()}

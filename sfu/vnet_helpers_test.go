@@ -50,7 +50,7 @@ type vnetLab struct {
 
 // newVnetLab builds the router and the engine; add hosts, filters and
 // shaped links, then call run.
-func newVnetLab(t *testing.T) *vnetLab {
+func newVnetLab(t *testing.T, opts ...func(*Config)) *vnetLab {
 	t.Helper()
 	router, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: vnetCIDR, MinDelay: vnetLinkDelay,
 		LoggerFactory: logging.NewDefaultLoggerFactory()})
@@ -65,7 +65,11 @@ func newVnetLab(t *testing.T) *vnetLab {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: parleyTestLevel()}))
-	e, err := NewEngine(Config{Net: serverNet, ICEFailGrace: time.Second}, log)
+	cfg := Config{Net: serverNet, ICEFailGrace: time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := NewEngine(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

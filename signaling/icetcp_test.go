@@ -12,7 +12,7 @@ import (
 
 // TestICETCPWhenUDPIsBlocked: a client that cannot use UDP at all (its ICE
 // agent gathers TCP only) still publishes and receives, over the SFU's
-// ICE-TCP port.
+// ICE-TCP port, its subscriber connection on pion's send path.
 func TestICETCPWhenUDPIsBlocked(t *testing.T) {
 	s := newTestServer(t, rooms.Config{}, Config{}, sfu.Config{ListenIP: "127.0.0.1", TCPPort: -1, IncludeLoopback: true})
 	if s.engine.TCPAddr() == nil {
@@ -38,6 +38,11 @@ func TestICETCPWhenUDPIsBlocked(t *testing.T) {
 		if !found {
 			t.Error("the TCP-only client's nominated candidate pair is not TCP")
 		}
+	}
+	// The UDP client's media goes on the direct path, the TCP-only
+	// client's through pion's (the direct path writes UDP only).
+	if st := s.engine.Stats(); st.DirectConnections != 1 || st.PionConnections != 1 {
+		t.Errorf("subscriber connections by send path: direct %d, pion %d; want 1 and 1", st.DirectConnections, st.PionConnections)
 	}
 	checkIntact(t, tcpOnly)
 }

@@ -194,6 +194,17 @@ const decodingVideos = `(async () => {
 })()`
 
 // framesDecoded sums framesDecoded over the subscriber's inbound video.
+// remoteOutbound counts the subscriber connection's remote-outbound-rtp
+// stats with a sender report in them (one per track the server reports on).
+const remoteOutbound = `(async () => {
+  const pc = window.parley && window.parley.subscriberPC;
+  if (!pc) return 0;
+  const stats = await pc.getStats();
+  let n = 0;
+  stats.forEach((r) => { if (r.type === 'remote-outbound-rtp' && r.reportsSent > 0 && r.packetsSent > 0) n++; });
+  return n;
+})()`
+
 const framesDecoded = `(async () => {
   const pc = window.parley && window.parley.subscriberPC;
   if (!pc) return 0;
@@ -284,7 +295,7 @@ func TestBrowserCall(t *testing.T) {
 	requireChromium(t)
 	// The server first, so that cleanup closes the browser (and its pooled
 	// HTTP connections) before the server shuts down.
-	base, _ := startServer(t)
+	base, a := startServer(t)
 	browser := startBrowser(t)
 	const room = "browser-call"
 	const decodeTimeout = 20 * time.Second
@@ -300,6 +311,15 @@ func TestBrowserCall(t *testing.T) {
 	bob.run(t, 15*time.Second, chromedp.Navigate(deepLink(base, room, "Bob")))
 	bob.waitFor(t, "bob decodes alice's video", decodingVideos, decodeTimeout, func(v float64) bool { return v >= 1 })
 	t.Logf("bob joined and decoded alice's video in %d ms (cold browser)", time.Since(start).Milliseconds())
+	// Chromium decrypts the direct path's SRTP (both subscriber
+	// connections are on it) and takes Parley's sender reports: it has a
+	// remote-outbound-rtp entry, which only sender reports make, for
+	// alice's audio and video.
+	if m := scrape(t, a); m[`parley_subscriber_connections_total{send_path="direct"}`] < 2 || m[`parley_subscriber_connections_total{send_path="pion"}`] != 0 {
+		t.Errorf("subscriber connections by send path: direct %v, pion %v; want both browsers direct",
+			m[`parley_subscriber_connections_total{send_path="direct"}`], m[`parley_subscriber_connections_total{send_path="pion"}`])
+	}
+	bob.waitFor(t, "bob has sender reports of alice's audio and video", remoteOutbound, 10*time.Second, func(v float64) bool { return v >= 2 })
 	bobSID := selfField(t, bob, "sid")
 	// logBob logs, when a subtest fails, what bob receives of alice.
 	logBob := func(t *testing.T) {

@@ -42,6 +42,7 @@ type Config struct {
 		PublicIPs       []string `yaml:"public_ips" usage:"public addresses to announce in ICE candidates (1:1 NAT, cloud VMs)"`
 		IncludeLoopback bool     `yaml:"include_loopback" usage:"offer loopback candidates (local development)"`
 		BatchSend       bool     `yaml:"batch_send" usage:"send bursts of media packets with one sendmmsg system call (UDP GSO where the kernel takes it)"`
+		DirectSend      bool     `yaml:"direct_send" usage:"encrypt subscribers' media and write it to the UDP port directly, past pion's per-packet SRTP and ICE chain (false = pion's path)"`
 		AdaptiveProcs   bool     `yaml:"adaptive_procs" usage:"run on as many cores (GOMAXPROCS) as the load needs, up to all: idle cores cost CPU per packet"`
 	} `yaml:"rtc"`
 	Signaling struct {
@@ -137,6 +138,7 @@ func defaults() Config {
 	c.RTC.TCPPort = 7881
 	c.RTC.IncludeLoopback = true
 	c.RTC.AdaptiveProcs = true
+	c.RTC.DirectSend = true
 	c.Signaling.MaxMessageBytes = 64 << 10
 	c.Signaling.PingInterval = 10 * time.Second
 	c.Signaling.PongTimeout = 30 * time.Second
@@ -461,7 +463,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 func (c *Config) sfuConfig() sfu.Config {
 	return sfu.Config{UDPPort: c.RTC.UDPPort, TCPPort: c.RTC.TCPPort, ListenIP: c.RTC.ListenIP,
 		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback, ICEFailGrace: c.Signaling.ResumeGrace,
-		BatchSend: c.RTC.BatchSend}
+		BatchSend: c.RTC.BatchSend, PionSend: !c.RTC.DirectSend}
 }
 
 func (c *Config) roomsConfig() rooms.Config {
