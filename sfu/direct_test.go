@@ -390,3 +390,60 @@ func BenchmarkForwardDirect10(b *testing.B) {
 type discardConn struct{ net.PacketConn }
 
 func (discardConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+
+// TestDirectPathFollowsThePair: a new UDP pair moves the direct path's
+// address; a pair it cannot write to (ICE-TCP) stops it and fails the
+// connection, so that the client joins again rather than getting streams
+// whose SRTP rollover counters pion's context would not know.
+func TestDirectPathFollowsThePair(t *testing.T) {
+	udp := func(ip string, port uint16) *webrtc.ICECandidate {
+		return &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolUDP, Typ: webrtc.ICECandidateTypeHost, Address: ip, Port: port}
+	}
+	local := udp("10.0.0.1", 7882)
+	for _, c := range []struct {
+		pair *webrtc.ICECandidatePair
+		want string
+	}{
+		{&webrtc.ICECandidatePair{Local: local, Remote: udp("192.0.2.7", 5000)}, "192.0.2.7:5000"},
+		{&webrtc.ICECandidatePair{Local: local, Remote: udp("2001:db8::7", 5001)}, "[2001:db8::7]:5001"},
+		{&webrtc.ICECandidatePair{Local: local, Remote: &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolUDP, Typ: webrtc.ICECandidateTypePrflx, Address: "192.0.2.8", Port: 5002}}, "192.0.2.8:5002"},
+		{&webrtc.ICECandidatePair{Local: &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolTCP, Typ: webrtc.ICECandidateTypeHost, Address: "10.0.0.1", Port: 7881}, Remote: udp("192.0.2.7", 5000)}, ""},
+		{&webrtc.ICECandidatePair{Local: &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolUDP, Typ: webrtc.ICECandidateTypeRelay, Address: "198.51.100.1", Port: 3478}, Remote: udp("192.0.2.7", 5000)}, ""},
+		{&webrtc.ICECandidatePair{Local: local, Remote: udp("not-an-ip.local", 5000)}, ""},
+		{nil, ""},
+	} {
+		got := ""
+		if a := pairAddr(c.pair); a != nil {
+			got = a.String()
+		}
+		if got != c.want {
+			t.Errorf("pairAddr(%v) = %q, want %q", c.pair, got, c.want)
+		}
+	}
+
+	failed := make(chan error, 1)
+	s := &Subscriber{ev: PeerEvents{Failed: func(err error) { failed <- err }}}
+	s.pairChanged(&webrtc.ICECandidatePair{Local: local, Remote: udp("192.0.2.7", 5000)}) // no direct path: nothing to do
+	p := testDirectPath(t, &countingConn{})
+	s.direct.Store(p)
+	s.pairChanged(&webrtc.ICECandidatePair{Local: local, Remote: udp("192.0.2.9", 6000)})
+	if a := p.addr.Load(); a == nil || a.String() != "192.0.2.9:6000" {
+		t.Fatalf("after a new UDP pair the direct path sends to %v", a)
+	}
+	select {
+	case err := <-failed:
+		t.Fatalf("a new UDP pair failed the connection: %v", err)
+	default:
+	}
+	s.pairChanged(&webrtc.ICECandidatePair{Local: &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolTCP, Typ: webrtc.ICECandidateTypeHost, Address: "10.0.0.1", Port: 7881},
+		Remote: &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolTCP, Typ: webrtc.ICECandidateTypeHost, Address: "192.0.2.9", Port: 9}})
+	if a := p.addr.Load(); a != nil {
+		t.Fatalf("after moving to ICE-TCP the direct path still sends to %v", a)
+	}
+	select {
+	case err := <-failed:
+		t.Logf("failed: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("moving to ICE-TCP did not fail the connection")
+	}
+}
