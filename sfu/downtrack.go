@@ -738,7 +738,13 @@ func (d *DownTrack) rtcpLoop(sender *webrtc.RTPSender) {
 	}
 }
 
-func (d *DownTrack) rtcpKeyframe() {
+// rtcpKeyframe, rtcpNack and rtcpLoss act on what is about d's SSRC: a
+// compound packet pion hands every stream it names may be about another
+// DownTrack of the connection.
+func (d *DownTrack) rtcpKeyframe(ssrc uint32) {
+	if b := d.bind.Load(); b == nil || b.ssrc != ssrc {
+		return
+	}
 	if t := d.src.Load(); t != nil {
 		if l := t.layer(int(d.curIdx.Load())); l != nil {
 			l.RequestKeyframe()
@@ -748,7 +754,10 @@ func (d *DownTrack) rtcpKeyframe() {
 	}
 }
 
-func (d *DownTrack) rtcpNack(seq uint16) {
+func (d *DownTrack) rtcpNack(ssrc uint32, seq uint16) {
+	if b := d.bind.Load(); b == nil || b.ssrc != ssrc {
+		return
+	}
 	d.nacks.Add(1)
 	d.resend(seq)
 }

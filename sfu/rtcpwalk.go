@@ -5,12 +5,13 @@ import (
 	"math"
 )
 
-// rtcpSink receives what a subscriber's RTCP asks of its DownTrack.
+// rtcpSink receives what a subscriber's RTCP asks of its DownTracks; ssrc
+// is the media SSRC the request is about.
 type rtcpSink interface {
 	// rtcpKeyframe: a picture loss indication or full intra request.
-	rtcpKeyframe()
+	rtcpKeyframe(ssrc uint32)
 	// rtcpNack: one packet asked for again (generic NACK).
-	rtcpNack(seq uint16)
+	rtcpNack(ssrc uint32, seq uint16)
 	// rtcpREMB: the receiver's estimated maximum bitrate, bit/s.
 	rtcpREMB(bps uint64)
 	// rtcpLoss: a report block (receiver or sender report) about ssrc.
@@ -62,13 +63,14 @@ func walkRTCP(b []byte, s rtcpSink) {
 			if count != fmtNACK || len(p) < 16 {
 				continue
 			}
+			media := binary.BigEndian.Uint32(p[8:])
 			for i := 12; i+4 <= len(p); i += 4 {
 				pid := binary.BigEndian.Uint16(p[i:])
 				blp := binary.BigEndian.Uint16(p[i+2:])
-				s.rtcpNack(pid)
+				s.rtcpNack(media, pid)
 				for bit := uint16(0); bit < 16; bit++ {
 					if blp&(1<<bit) != 0 {
-						s.rtcpNack(pid + bit + 1)
+						s.rtcpNack(media, pid+bit+1)
 					}
 				}
 			}
@@ -76,13 +78,13 @@ func walkRTCP(b []byte, s rtcpSink) {
 			switch count {
 			case fmtPLI:
 				if len(p) >= 12 {
-					s.rtcpKeyframe()
+					s.rtcpKeyframe(binary.BigEndian.Uint32(p[8:]))
 				}
 			case fmtFIR:
 				// header, sender SSRC, media SSRC (unused), one or more
 				// (SSRC, sequence) entries
-				if len(p) >= 20 {
-					s.rtcpKeyframe()
+				for i := 12; i+8 <= len(p); i += 8 {
+					s.rtcpKeyframe(binary.BigEndian.Uint32(p[i:]))
 				}
 			case fmtAFB:
 				if bps, ok := remb(p); ok {

@@ -2,18 +2,23 @@ package sfu
 
 import (
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
 )
 
 // rtcpEvents records what walkRTCP reports, in order.
 type rtcpEvents struct{ got []string }
 
-func (e *rtcpEvents) rtcpKeyframe()       { e.got = append(e.got, "key") }
-func (e *rtcpEvents) rtcpNack(seq uint16) { e.got = append(e.got, fmt.Sprint("nack ", seq)) }
+func (e *rtcpEvents) rtcpKeyframe(s uint32) { e.got = append(e.got, fmt.Sprint("key ", s)) }
+func (e *rtcpEvents) rtcpNack(s uint32, seq uint16) {
+	e.got = append(e.got, fmt.Sprint("nack ", s, " ", seq))
+}
 func (e *rtcpEvents) rtcpREMB(bps uint64) { e.got = append(e.got, fmt.Sprint("remb ", bps)) }
 func (e *rtcpEvents) rtcpLoss(s uint32, f uint8) {
 	e.got = append(e.got, fmt.Sprint("loss ", s, " ", f))
@@ -29,12 +34,16 @@ func pionEvents(b []byte) (got []string, ok bool) {
 	}
 	for _, p := range pkts {
 		switch p := p.(type) {
-		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-			got = append(got, "key")
+		case *rtcp.PictureLossIndication:
+			got = append(got, fmt.Sprint("key ", p.MediaSSRC))
+		case *rtcp.FullIntraRequest:
+			for _, f := range p.FIR {
+				got = append(got, fmt.Sprint("key ", f.SSRC))
+			}
 		case *rtcp.TransportLayerNack:
 			for _, n := range p.Nacks {
 				n.Range(func(seq uint16) bool {
-					got = append(got, fmt.Sprint("nack ", seq))
+					got = append(got, fmt.Sprint("nack ", p.MediaSSRC, " ", seq))
 					return true
 				})
 			}
@@ -65,7 +74,7 @@ func rtcpSamples(t testing.TB) [][]byte {
 			&rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{Source: 1, Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: "x"}}}}}},
 		{&rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: 2, Nacks: []rtcp.NackPair{{PacketID: 65534, LostPackets: 0b101}, {PacketID: 100}}}},
 		{&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 2}},
-		{&rtcp.FullIntraRequest{SenderSSRC: 1, MediaSSRC: 2, FIR: []rtcp.FIREntry{{SSRC: 2, SequenceNumber: 3}}}},
+		{&rtcp.FullIntraRequest{SenderSSRC: 1, MediaSSRC: 2, FIR: []rtcp.FIREntry{{SSRC: 2, SequenceNumber: 3}, {SSRC: 4, SequenceNumber: 1}}}},
 		{&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 1, Bitrate: 1_234_567, SSRCs: []uint32{2, 3}}},
 		{&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: 1, Bitrate: 8e18}},
 		{&rtcp.SenderReport{SSRC: 9, NTPTime: 1, RTPTime: 2, Reports: []rtcp.ReceptionReport{{SSRC: 5, FractionLost: 255}}}},
@@ -93,17 +102,17 @@ func rtcpSamples(t testing.TB) [][]byte {
 func TestWalkRTCPMatchesPion(t *testing.T) {
 	want := [][]string{
 		{"loss 2864434397 26", "loss 7 0"},
-		{"nack 65534", "nack 65535", "nack 1", "nack 100"},
-		{"key"},
-		{"key"},
+		{"nack 2 65534", "nack 2 65535", "nack 2 1", "nack 2 100"},
+		{"key 2"},
+		{"key 2", "key 4"},
 		{"remb 1234560"}, // 18 bits of mantissa
 		{"remb 4611686018427387904"},
 		{"loss 5 255"},
-		{"key"},
-		{"nack 1"}, // then the 16 bits of 0xffff: 2 to 17
+		{"key 2"},
+		{"nack 2 1"}, // then the 16 bits of 0xffff: 2 to 17
 	}
 	for s := 2; s <= 17; s++ {
-		want[8] = append(want[8], fmt.Sprint("nack ", s))
+		want[8] = append(want[8], fmt.Sprint("nack 2 ", s))
 	}
 	for i, b := range rtcpSamples(t) {
 		var e rtcpEvents
@@ -131,10 +140,10 @@ func TestWalkRTCPMatchesPion(t *testing.T) {
 
 type rtcpCount struct{ n int }
 
-func (c *rtcpCount) rtcpKeyframe()          { c.n++ }
-func (c *rtcpCount) rtcpNack(uint16)        { c.n++ }
-func (c *rtcpCount) rtcpREMB(uint64)        { c.n++ }
-func (c *rtcpCount) rtcpLoss(uint32, uint8) { c.n++ }
+func (c *rtcpCount) rtcpKeyframe(uint32)     { c.n++ }
+func (c *rtcpCount) rtcpNack(uint32, uint16) { c.n++ }
+func (c *rtcpCount) rtcpREMB(uint64)         { c.n++ }
+func (c *rtcpCount) rtcpLoss(uint32, uint8)  { c.n++ }
 
 // TestWalkRTCPDoesNotAllocate: reading a subscriber's RTCP costs no
 // allocation (pion's ReadRTCP allocated a buffer and a struct per packet).
@@ -176,4 +185,32 @@ func FuzzRTCPWalk(f *testing.F) {
 			t.Fatalf("walk %v, pion %v", e.got, p)
 		}
 	})
+}
+
+// TestRTCPForAnotherStream: a compound packet pion hands every stream it
+// names does not make a DownTrack resend or ask for a keyframe on behalf
+// of another SSRC of the connection.
+func TestRTCPForAnotherStream(t *testing.T) {
+	var plis atomic.Int32
+	tr := newTrack("cid", webrtc.RTPCodecTypeVideo, vp8, func() { plis.Add(1) }, slog.Default())
+	d, _ := bound(tr, 5)
+	d.curIdx.Store(0)
+	b, err := rtcp.Marshal([]rtcp.Packet{
+		&rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: 5}, {SSRC: 6, FractionLost: 9}}},
+		&rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: 6, Nacks: []rtcp.NackPair{{PacketID: 1}}},
+		&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 6},
+		&rtcp.FullIntraRequest{SenderSSRC: 1, FIR: []rtcp.FIREntry{{SSRC: 6}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	walkRTCP(b, d)
+	if d.nacks.Load() != 0 || plis.Load() != 0 || d.loss.Load() != 1 {
+		t.Fatalf("for SSRC 6: %d NACKs counted, %d keyframe requests, loss %d (want 0, 0, 1: SSRC 5's block)", d.nacks.Load(), plis.Load(), d.loss.Load())
+	}
+	b, _ = rtcp.Marshal([]rtcp.Packet{&rtcp.PictureLossIndication{SenderSSRC: 1, MediaSSRC: 5}, &rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: 5, Nacks: []rtcp.NackPair{{PacketID: 1}}}})
+	walkRTCP(b, d)
+	if d.nacks.Load() != 1 || plis.Load() != 1 {
+		t.Fatalf("for its own SSRC: %d NACKs, %d keyframe requests, want 1 and 1", d.nacks.Load(), plis.Load())
+	}
 }
