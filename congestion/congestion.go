@@ -140,16 +140,17 @@ func (c *Controller) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPRe
 			if err != nil || n <= 0 || n > len(b) {
 				return n, attr, err
 			}
-			if n = c.take(b[:n]); n > 0 {
+			if n = c.Take(b[:n]); n > 0 {
 				return n, attr, nil
 			}
 		}
 	})
 }
 
-// take processes the feedback packets of the compound RTCP packet b and
-// moves the others to its front; it returns their length.
-func (c *Controller) take(b []byte) int {
+// Take processes the feedback packets of the compound RTCP packet b and
+// moves the others to its front; it returns their length. For a reader
+// past the interceptor (sfu's direct path).
+func (c *Controller) Take(b []byte) int {
 	w, off := 0, 0
 	for off+4 <= len(b) {
 		l := 4 * (int(b[off+2])<<8 | int(b[off+3]) + 1)

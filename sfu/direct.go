@@ -94,21 +94,31 @@ func (k *dtlsKeys) serverHello(m handshake.MessageServerHello) handshake.Message
 
 var errNoDirectKeys = errors.New("sfu: the DTLS handshake did not show the SRTP keys (Parley was not the DTLS server)")
 
+// srtpKeys are one direction's SRTP master key and salt.
+type srtpKeys struct{ key, salt []byte }
+
 // localKeys derives the master key and salt Parley (the DTLS server)
 // encrypts with.
 func (k *dtlsKeys) localKeys() (key, salt []byte, profile srtp.ProtectionProfile, err error) {
+	local, _, profile, err := k.keys()
+	return local.key, local.salt, profile, err
+}
+
+// keys derives the master keys and salts of both directions: Parley's
+// (the DTLS server's) and the client's.
+func (k *dtlsKeys) keys() (local, remote srtpKeys, profile srtp.ProtectionProfile, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.hello || len(k.master) == 0 || len(k.clientRandom) != handshake.RandomLength {
-		return nil, nil, 0, errNoDirectKeys
+		return local, remote, 0, errNoDirectKeys
 	}
 	keyLen, err := k.profile.KeyLen()
 	if err != nil {
-		return nil, nil, 0, err
+		return local, remote, 0, err
 	}
 	saltLen, err := k.profile.SaltLen()
 	if err != nil {
-		return nil, nil, 0, err
+		return local, remote, 0, err
 	}
 	// The PRF's hash is the cipher suite's: SHA-384 for the two *_SHA384
 	// suites, SHA-256 for every other suite pion offers.
@@ -119,12 +129,12 @@ func (k *dtlsKeys) localKeys() (key, salt []byte, profile srtp.ProtectionProfile
 	seed := append(append([]byte("EXTRACTOR-dtls_srtp"), k.clientRandom...), k.serverRandom[:]...)
 	m, err := prf.PHash(k.master, seed, 2*keyLen+2*saltLen, h)
 	if err != nil {
-		return nil, nil, 0, err
+		return local, remote, 0, err
 	}
 	// client key, server key, client salt, server salt
-	key = m[keyLen : 2*keyLen]
-	salt = m[2*keyLen+saltLen:]
-	return key, salt, k.profile, nil
+	remote = srtpKeys{key: m[:keyLen], salt: m[2*keyLen : 2*keyLen+saltLen]}
+	local = srtpKeys{key: m[keyLen : 2*keyLen], salt: m[2*keyLen+saltLen:]}
+	return local, remote, k.profile, nil
 }
 
 // directPath is where a subscriber connection's direct packets go. key,
@@ -137,7 +147,7 @@ type directPath struct {
 	salt    []byte
 	profile srtp.ProtectionProfile
 	addr    atomic.Pointer[net.UDPAddr]
-	used    atomic.Bool // a DownTrack has sent on it
+	rtcp    *rtcpReader // the client's RTCP, taken off the socket (rtcptap.go); nil: through pion
 }
 
 // pairAddr is the remote address of a selected pair the direct path can

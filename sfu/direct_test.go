@@ -315,6 +315,20 @@ func runVnetDirect(t *testing.T, pionSend bool) {
 	if direct := sub.direct.Load() != nil; direct == pionSend {
 		t.Fatalf("direct path on: %v, with PionSend %v", direct, pionSend)
 	}
+	// The client's receiver reports reached the DownTrack: read off the
+	// socket on the direct path, through pion's SRTCP session on pion's.
+	sub.mu.Lock()
+	var loss uint32
+	for _, d := range sub.downs {
+		loss = d.loss.Load()
+	}
+	sub.mu.Unlock()
+	if loss == 0 {
+		t.Fatal("no receiver report reached the DownTrack")
+	}
+	if taken := lab.engine.tap; pionSend && taken != nil || !pionSend && (taken == nil || taken.taken.Load() == 0) {
+		t.Fatalf("RTCP read off the socket with PionSend %v: tap %v", pionSend, taken)
+	}
 	if st := lab.engine.Stats(); pionSend && (st.PionConnections != 1 || st.DirectConnections != 0) ||
 		!pionSend && (st.DirectConnections != 1 || st.PionConnections != 0) {
 		t.Fatalf("send paths counted: direct %d, pion %d", st.DirectConnections, st.PionConnections)

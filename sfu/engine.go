@@ -79,6 +79,7 @@ type Engine struct {
 	log    *slog.Logger
 	conn   net.PacketConn
 	mux    *ice.UDPMuxDefault
+	tap    *rtcpTap // the direct path's RTCP reader on conn; nil: PionSend
 	tcpL   net.Listener
 	tcpMux *ice.TCPMuxDefault
 	stats  engineStats
@@ -115,7 +116,13 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sfu: cannot open media port udp %s (rtc.udp_port; is another server using it?): %w", addr, err)
 	}
-	e := &Engine{cfg: cfg, log: log, conn: conn, mux: ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Net: cfg.Net})}
+	e := &Engine{cfg: cfg, log: log, conn: conn}
+	muxConn := conn
+	if !cfg.PionSend {
+		e.tap = newRTCPTap(conn)
+		muxConn = e.tap
+	}
+	e.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: muxConn, Net: cfg.Net})
 	e.stats.init()
 	if cfg.TCPPort != 0 {
 		taddr := &net.TCPAddr{IP: addr.IP, Port: max(cfg.TCPPort, 0)}

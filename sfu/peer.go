@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pion/sdp/v3"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -309,8 +310,11 @@ type Subscriber struct {
 	keys      *dtlsKeys   // nil: direct path off
 	direct    atomic.Pointer[directPath]
 	conn      net.PacketConn // the engine's media socket
-	done      chan struct{}  // closed by Close
-	kick      chan struct{}  // re-choose layers now
+	tap       *rtcpTap       // where the direct path's RTCP is read
+	ssrcs     atomic.Pointer[ssrcIndex]
+	ssrcGen   atomic.Uint64 // bumped when DownTracks come, go or bind
+	done      chan struct{} // closed by Close
+	kick      chan struct{} // re-choose layers now
 	lastAlloc atomic.Pointer[allocation]
 	prober    prober // allocLoop only
 }
@@ -332,7 +336,7 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 	}
 	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout, stats: &e.stats, bwe: b,
 		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{},
-		done: make(chan struct{}), kick: make(chan struct{}, 1), keys: keys, conn: e.conn}
+		done: make(chan struct{}), kick: make(chan struct{}, 1), keys: keys, conn: e.conn, tap: e.tap}
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.pairChanged)
@@ -344,7 +348,7 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 			// As pion's path does once ICE gave up: nothing more is
 			// sent, until an ICE restart selects a pair again.
 			if p := s.direct.Load(); p != nil {
-				p.addr.Store(nil)
+				s.tap.remove(p.addr.Swap(nil), p)
 			}
 		}
 		if st == webrtc.PeerConnectionStateConnected && !s.ready.Swap(true) {
@@ -377,7 +381,7 @@ func (s *Subscriber) startDirect() {
 		s.stats.pionConns.Add(1)
 		return
 	}
-	key, salt, profile, err := s.keys.localKeys()
+	local, remote, profile, err := s.keys.keys()
 	if err != nil {
 		s.stats.pionConns.Add(1)
 		s.log.Debug("subscriber sends through pion", "why", err)
@@ -391,9 +395,17 @@ func (s *Subscriber) startDirect() {
 		return
 	}
 	s.stats.directConns.Add(1)
-	p := &directPath{conn: s.conn, cc: s.bwe.cc, key: key, salt: salt, profile: profile}
+	p := &directPath{conn: s.conn, cc: s.bwe.cc, key: local.key, salt: local.salt, profile: profile}
+	if s.tap != nil {
+		if ctx, err := srtp.CreateContext(remote.key, remote.salt, profile, srtp.SRTCPReplayProtection(srtcpReplayWindow)); err == nil {
+			p.rtcp = &rtcpReader{ctx: ctx, handle: s.handleRTCP}
+		}
+	}
 	p.addr.Store(addr)
 	s.direct.Store(p)
+	if p.rtcp != nil {
+		s.tap.add(addr, p)
+	}
 	s.log.Debug("subscriber sends directly", "to", addr.String(), "profile", profile)
 }
 
@@ -408,7 +420,12 @@ func (s *Subscriber) pairChanged(pair *webrtc.ICECandidatePair) {
 		return
 	}
 	addr := pairAddr(pair)
-	p.addr.Store(addr)
+	if old := p.addr.Swap(addr); old == nil || addr == nil || old.String() != addr.String() {
+		s.tap.remove(old, p)
+		if p.rtcp != nil {
+			s.tap.add(addr, p)
+		}
+	}
 	if addr == nil && s.ev.Failed != nil {
 		go s.ev.Failed(fmt.Errorf("%w: the subscriber connection moved to a network path its media cannot follow (%v); join again", ErrClosed, pair))
 	}
@@ -560,6 +577,7 @@ func (s *Subscriber) removeLocked(sid string) bool {
 	d.Close()
 	s.stats.endDown(d)
 	delete(s.downs, sid)
+	s.ssrcGen.Add(1)
 	if sender := s.senders[sid]; sender != nil {
 		_ = s.pc.RemoveTrack(sender)
 	}
@@ -633,6 +651,7 @@ func (s *Subscriber) HandleAnswer(sdp string) error {
 		return fmt.Errorf("%w: %v", ErrBadSDP, err)
 	}
 	s.awaiting = false
+	s.ssrcGen.Add(1) // new transceivers are bound now
 	s.rc.flush(s.pc, s.log)
 	if s.timer != nil {
 		s.timer.Stop()
@@ -664,5 +683,8 @@ func (s *Subscriber) Close() error {
 		delete(s.downs, sid)
 	}
 	s.mu.Unlock()
+	if p := s.direct.Load(); p != nil {
+		s.tap.remove(p.addr.Load(), p)
+	}
 	return s.pc.GracefulClose()
 }

@@ -214,3 +214,23 @@ func TestRTCPForAnotherStream(t *testing.T) {
 		t.Fatalf("for its own SSRC: %d NACKs, %d keyframe requests, want 1 and 1", d.nacks.Load(), plis.Load())
 	}
 }
+
+// FuzzSubscriberRTCP: what a direct connection's client sends, once
+// decrypted, goes through the congestion controller's Take and walkRTCP
+// to the DownTracks by SSRC; nothing a client sends may panic there or
+// write outside the packet.
+func FuzzSubscriberRTCP(f *testing.F) {
+	for _, b := range rtcpSamples(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		bw, err := newBWE()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := testTrack()
+		d, _ := bound(tr, 2)
+		s := &Subscriber{bwe: bw, downs: map[string]*DownTrack{"TR_a": d}}
+		s.handleRTCP(append([]byte(nil), b...))
+	})
+}
