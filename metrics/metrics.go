@@ -71,6 +71,7 @@ var (
 	batchErrsDesc    = desc("batch_send_errors_total", "Failed batched sends (rtc.batch_send only).")
 	batchGSODesc     = desc("batch_send_gso", "1 while the media socket takes UDP GSO, 0 once the kernel refused it (rtc.batch_send only).")
 	sendPathDesc     = desc("subscriber_connections_total", "Subscriber connections that came up, by the path their media is sent on: direct (Parley encrypts and writes to the UDP port) or pion (pion's SRTP and ICE: ICE-TCP, rtc.direct_send off, or Parley not the DTLS server).", "send_path")
+	directRTCPDesc   = desc("direct_rtcp_packets_total", "RTCP packets of direct subscriber connections read off the media socket and decrypted by Parley rather than by pion.")
 	lossDesc         = desc("loss_ratio", "Mean fraction of packets lost that subscribers report, over the forwarded tracks.")
 	wsDesc           = desc("websocket_connections", "Open signaling WebSockets.")
 	errorsDesc       = desc("signaling_errors_total", "Errors sent to clients, by code.", "code")
@@ -93,7 +94,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
-		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, sendPathDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
+		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, sendPathDesc, directRTCPDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
 		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchGSODesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
@@ -136,6 +137,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- forwardDelay(es.ForwardDelay)
 	counter(sendPathDesc, es.DirectConnections, "direct")
 	counter(sendPathDesc, es.PionConnections, "pion")
+	counter(directRTCPDesc, es.DirectRTCP)
 	gauge(lossDesc, es.LossRatio)
 	if b := es.Batch; b.Enabled {
 		counter(batchCallsDesc, b.Calls)

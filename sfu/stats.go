@@ -32,6 +32,9 @@ type Stats struct {
 	// connections that came up on the direct send path (direct.go) and on
 	// pion's.
 	DirectConnections, PionConnections uint64
+	// DirectRTCP counts the RTCP packets of direct connections read off
+	// the media socket (rtcptap.go) rather than through pion.
+	DirectRTCP uint64
 }
 
 // BatchStats counts what the batched sender handed the kernel.
@@ -132,6 +135,9 @@ func (e *Engine) Stats() Stats {
 		st.LossRatio = lossSum / float64(reported)
 	}
 	st.DirectConnections, st.PionConnections = s.directConns.Load(), s.pionConns.Load()
+	if e.tap != nil {
+		st.DirectRTCP = e.tap.taken.Load()
+	}
 	if bc, ok := e.conn.(*batchConn); ok {
 		st.Batch = BatchStats{Enabled: true, GSO: bc.gso.Load(), Calls: bc.calls.Load(), Messages: bc.msgsSent.Load(),
 			Packets: bc.packets.Load(), Errors: bc.errors.Load()}

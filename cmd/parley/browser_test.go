@@ -314,12 +314,13 @@ func TestBrowserCall(t *testing.T) {
 	// Chromium decrypts the direct path's SRTP (both subscriber
 	// connections are on it) and takes Parley's sender reports: it has a
 	// remote-outbound-rtp entry, which only sender reports make, for
-	// alice's audio and video.
-	if m := scrape(t, a); m[`parley_subscriber_connections_total{send_path="direct"}`] < 2 || m[`parley_subscriber_connections_total{send_path="pion"}`] != 0 {
-		t.Errorf("subscriber connections by send path: direct %v, pion %v; want both browsers direct",
-			m[`parley_subscriber_connections_total{send_path="direct"}`], m[`parley_subscriber_connections_total{send_path="pion"}`])
-	}
+	// alice's audio and video. Parley decrypts Chromium's RTCP.
 	bob.waitFor(t, "bob has sender reports of alice's audio and video", remoteOutbound, 10*time.Second, func(v float64) bool { return v >= 2 })
+	if m := scrape(t, a); m[`parley_subscriber_connections_total{send_path="direct"}`] < 2 || m[`parley_subscriber_connections_total{send_path="pion"}`] != 0 ||
+		m["parley_direct_rtcp_packets_total"] == 0 {
+		t.Errorf("subscriber connections by send path: direct %v, pion %v; want both browsers direct; RTCP read directly: %v",
+			m[`parley_subscriber_connections_total{send_path="direct"}`], m[`parley_subscriber_connections_total{send_path="pion"}`], m["parley_direct_rtcp_packets_total"])
+	}
 	bobSID := selfField(t, bob, "sid")
 	// logBob logs, when a subtest fails, what bob receives of alice.
 	logBob := func(t *testing.T) {
