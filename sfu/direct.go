@@ -92,6 +92,15 @@ func (k *dtlsKeys) serverHello(m handshake.MessageServerHello) handshake.Message
 	return &m
 }
 
+// forget drops the master secret once the keys are derived: only the SRTP
+// contexts hold key material from then on.
+func (k *dtlsKeys) forget() {
+	k.mu.Lock()
+	clear(k.master)
+	k.master, k.clientRandom = nil, nil
+	k.mu.Unlock()
+}
+
 var errNoDirectKeys = errors.New("sfu: the DTLS handshake did not show the SRTP keys (Parley was not the DTLS server)")
 
 // srtpKeys are one direction's SRTP master key and salt.

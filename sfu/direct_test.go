@@ -50,6 +50,10 @@ func TestDirectKeysMatchPion(t *testing.T) {
 					t.Fatalf("derived %v key %x salt %x, pion's server has %v key %x salt %x",
 						prof, key, salt, want.Profile, want.Keys.LocalMasterKey, want.Keys.LocalMasterSalt)
 				}
+				keys.forget()
+				if _, _, _, err := keys.localKeys(); err == nil {
+					t.Fatal("keys derived again after the master secret was dropped")
+				}
 			})
 		}
 	}

@@ -382,6 +382,7 @@ func (s *Subscriber) startDirect() {
 		return
 	}
 	local, remote, profile, err := s.keys.keys()
+	s.keys.forget()
 	if err != nil {
 		s.stats.pionConns.Add(1)
 		s.log.Debug("subscriber sends through pion", "why", err)
