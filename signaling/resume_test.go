@@ -254,6 +254,11 @@ func TestSubscriberICERestart(t *testing.T) {
 		}
 		return errWait
 	})
+	// The media after the restart went on the direct send path, which
+	// followed the new pair (nothing fell back to pion's).
+	if st := s.engine.Stats(); st.DirectConnections != 2 || st.PionConnections != 0 {
+		t.Errorf("subscriber connections by send path: direct %d, pion %d; want 2 and 0", st.DirectConnections, st.PionConnections)
+	}
 	bob.write(TypeICERestart, ICERestart{Target: "publisher"})
 	waitFor(t, 5*time.Second, "publisher ice_restart refused", func() bool {
 		bob.mu.Lock()
