@@ -106,13 +106,6 @@ var errNoDirectKeys = errors.New("sfu: the DTLS handshake did not show the SRTP 
 // srtpKeys are one direction's SRTP master key and salt.
 type srtpKeys struct{ key, salt []byte }
 
-// localKeys derives the master key and salt Parley (the DTLS server)
-// encrypts with.
-func (k *dtlsKeys) localKeys() (key, salt []byte, profile srtp.ProtectionProfile, err error) {
-	local, _, profile, err := k.keys()
-	return local.key, local.salt, profile, err
-}
-
 // keys derives the master keys and salts of both directions: Parley's
 // (the DTLS server's) and the client's.
 func (k *dtlsKeys) keys() (local, remote srtpKeys, profile srtp.ProtectionProfile, err error) {

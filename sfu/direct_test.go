@@ -42,16 +42,20 @@ func TestDirectKeysMatchPion(t *testing.T) {
 				if err := want.ExtractSessionKeysFromDTLS(&state, false); err != nil {
 					t.Fatal(err)
 				}
-				key, salt, prof, err := keys.localKeys()
+				local, remote, prof, err := keys.keys()
 				if err != nil {
 					t.Fatal(err)
 				}
-				if prof != want.Profile || !bytes.Equal(key, want.Keys.LocalMasterKey) || !bytes.Equal(salt, want.Keys.LocalMasterSalt) {
+				if prof != want.Profile || !bytes.Equal(local.key, want.Keys.LocalMasterKey) || !bytes.Equal(local.salt, want.Keys.LocalMasterSalt) {
 					t.Fatalf("derived %v key %x salt %x, pion's server has %v key %x salt %x",
-						prof, key, salt, want.Profile, want.Keys.LocalMasterKey, want.Keys.LocalMasterSalt)
+						prof, local.key, local.salt, want.Profile, want.Keys.LocalMasterKey, want.Keys.LocalMasterSalt)
+				}
+				if !bytes.Equal(remote.key, want.Keys.RemoteMasterKey) || !bytes.Equal(remote.salt, want.Keys.RemoteMasterSalt) {
+					t.Fatalf("derived the client's key %x salt %x, pion's server has %x %x",
+						remote.key, remote.salt, want.Keys.RemoteMasterKey, want.Keys.RemoteMasterSalt)
 				}
 				keys.forget()
-				if _, _, _, err := keys.localKeys(); err == nil {
+				if _, _, _, err := keys.keys(); err == nil {
 					t.Fatal("keys derived again after the master secret was dropped")
 				}
 			})
@@ -112,7 +116,7 @@ func TestDirectKeysNeedTheServerRole(t *testing.T) {
 	if _, err := k.Write([]byte("CLIENT_RANDOM " + string(bytes.Repeat([]byte("ab"), 32)) + " " + string(bytes.Repeat([]byte("cd"), 48)) + "\n")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := k.localKeys(); err == nil {
+	if _, _, _, err := k.keys(); err == nil {
 		t.Fatal("keys derived without a ServerHello")
 	}
 }
@@ -196,28 +200,8 @@ func TestDirectForwardDoesNotAllocate(t *testing.T) {
 	tr := testTrack()
 	tr.sid = "TR_d"
 	conn := &countingConn{last: make([]byte, 0, 2*packetMTU)}
-	var path atomic.Pointer[directPath]
-	path.Store(testDirectPath(t, conn))
-	var downs []*DownTrack
-	for i := range 10 {
-		d, _ := bound(tr, uint32(i+1))
-		d.bind.Load().tcc = 3
-		d.path = &path
-		downs = append(downs, d)
-	}
-	pkt := packet(1, 1, true, 1000)
-	seq := uint16(1)
-	step := func() {
-		seq++
-		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		tr.forward(pkt)
-		for _, d := range downs {
-			drain(d)
-		}
-	}
-	for range 2 * ringSize {
-		step()
-	}
+	downs := directDowns(t, tr, conn, 10)
+	step := forwarder(tr, downs, 1000)
 	before := conn.n
 	allocs := testing.AllocsPerRun(1000, step)
 	if allocs != 0 {
@@ -226,6 +210,21 @@ func TestDirectForwardDoesNotAllocate(t *testing.T) {
 	if sent := conn.n - before; sent < 1000*len(downs) {
 		t.Fatalf("%d datagrams for 1001 packets to %d subscribers", sent, len(downs))
 	}
+}
+
+// directDowns makes n DownTracks of tr on one direct path that writes to
+// conn, with the transport-wide sequence number negotiated.
+func directDowns(t testing.TB, tr *Track, conn net.PacketConn, n int) []*DownTrack {
+	var path atomic.Pointer[directPath]
+	path.Store(testDirectPath(t, conn))
+	downs := make([]*DownTrack, 0, n)
+	for i := range n {
+		d, _ := bound(tr, uint32(i+1))
+		d.bind.Load().tcc = 3
+		d.path = &path
+		downs = append(downs, d)
+	}
+	return downs
 }
 
 // TestVnetDirectPath: a pion subscriber on the direct path (and, for
@@ -244,22 +243,7 @@ func runVnetDirect(t *testing.T, pionSend bool) {
 	subNet := lab.host(vnetSubscriberIP)
 	lab.run()
 
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "PA_pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	video := &vnetLayer{marker: 'v', bitrate: 300_000, track: track}
-	lab.publish("publisher", vnetClientAPI(t, pubNet, true), func(pc *webrtc.PeerConnection) {
-		tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go video.drainRTCP(tr.Sender().ReadRTCP)
-	})
-	ctx, stop := context.WithCancel(context.Background())
-	sending := make(chan struct{})
-	go func() { defer close(sending); sendVideo(ctx, video) }()
-	t.Cleanup(func() { stop(); <-sending })
+	lab.publishVideo(vnetClientAPI(t, pubNet, true), 300_000)
 
 	published := lab.track()
 	type report struct {
@@ -374,30 +358,10 @@ func runVnetDirect(t *testing.T, pionSend bool) {
 func BenchmarkForwardDirect10(b *testing.B) {
 	tr := testTrack()
 	tr.sid = "TR_bd"
-	var path atomic.Pointer[directPath]
-	path.Store(testDirectPath(b, discardConn{}))
-	var downs []*DownTrack
-	for i := range 10 {
-		d, _ := bound(tr, uint32(i+1))
-		d.bind.Load().tcc = 3
-		d.path = &path
-		downs = append(downs, d)
-	}
-	pkt := packet(1, 1, true, 1100)
-	seq := uint16(1)
-	step := func() {
-		seq++
-		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		tr.forward(pkt)
-		for _, d := range downs {
-			drain(d)
-		}
-	}
-	for range 2 * ringSize {
-		step()
-	}
+	downs := directDowns(b, tr, discardConn{}, 10)
+	step := forwarder(tr, downs, 1100)
 	b.ReportAllocs()
-	b.SetBytes(int64(len(pkt) * len(downs)))
+	b.SetBytes(int64(len(packet(1, 1, true, 1100)) * len(downs)))
 	b.ResetTimer()
 	for range b.N {
 		step()

@@ -595,12 +595,14 @@ func (d *DownTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) error {
 	if d.path != nil {
 		if p := d.path.Load(); p != nil {
 			s := d.ds.Load()
-			if s == nil || s.path != p {
+			if s == nil {
+				// The first write on the path (a connection gets its path
+				// once): the writer and the NACK path may race to it.
 				ns, err := newDirectSender(p, b.tcc)
 				if err != nil {
 					return err
 				}
-				if !d.ds.CompareAndSwap(s, ns) {
+				if !d.ds.CompareAndSwap(nil, ns) {
 					ns = d.ds.Load()
 				}
 				s = ns
@@ -738,11 +740,16 @@ func (d *DownTrack) rtcpLoop(sender *webrtc.RTPSender) {
 	}
 }
 
-// rtcpKeyframe, rtcpNack and rtcpLoss act on what is about d's SSRC: a
-// compound packet pion hands every stream it names may be about another
-// DownTrack of the connection.
+// sends reports whether ssrc is d's media SSRC. rtcpKeyframe, rtcpNack
+// and rtcpLoss act only on what is about it: a compound packet pion hands
+// every stream it names may be about another DownTrack of the connection.
+func (d *DownTrack) sends(ssrc uint32) bool {
+	b := d.bind.Load()
+	return b != nil && b.ssrc == ssrc
+}
+
 func (d *DownTrack) rtcpKeyframe(ssrc uint32) {
-	if b := d.bind.Load(); b == nil || b.ssrc != ssrc {
+	if !d.sends(ssrc) {
 		return
 	}
 	if t := d.src.Load(); t != nil {
@@ -755,7 +762,7 @@ func (d *DownTrack) rtcpKeyframe(ssrc uint32) {
 }
 
 func (d *DownTrack) rtcpNack(ssrc uint32, seq uint16) {
-	if b := d.bind.Load(); b == nil || b.ssrc != ssrc {
+	if !d.sends(ssrc) {
 		return
 	}
 	d.nacks.Add(1)
@@ -769,7 +776,7 @@ func (d *DownTrack) rtcpREMB(bps uint64) {
 }
 
 func (d *DownTrack) rtcpLoss(ssrc uint32, fractionLost uint8) {
-	if b := d.bind.Load(); b != nil && ssrc == b.ssrc {
+	if d.sends(ssrc) {
 		d.loss.Store(uint32(fractionLost) + 1)
 	}
 }

@@ -192,7 +192,20 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 		d, _ := bound(tr, uint32(i+1))
 		downs = append(downs, d)
 	}
-	pkt := packet(1, 1, true, 1000)
+	allocs := testing.AllocsPerRun(1000, forwarder(tr, downs, 1000))
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per forwarded packet, want 0", allocs)
+	}
+}
+
+// forwarder returns a step that forwards the next packet of tr (a VP8
+// keyframe packet with size bytes of payload) and writes it to each of
+// downs, as their writer goroutines would. The stream has run for a while
+// first, so that the ring's arena has reached its size (a few
+// allocations, once) and what a test or benchmark measures is the steady
+// state.
+func forwarder(tr *Track, downs []*DownTrack, size int) func() {
+	pkt := packet(1, 1, true, size)
 	seq := uint16(1)
 	step := func() {
 		seq++
@@ -202,13 +215,10 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 			drain(d)
 		}
 	}
-	for i := 0; i < 2*ringSize; i++ {
-		step() // the ring's arena reaches its size (a few allocations, once)
+	for range 2 * ringSize {
+		step()
 	}
-	allocs := testing.AllocsPerRun(1000, step)
-	if allocs != 0 {
-		t.Fatalf("%.1f allocations per forwarded packet, want 0", allocs)
-	}
+	return step
 }
 
 func benchmarkForward(b *testing.B, subscribers int) {
@@ -219,28 +229,12 @@ func benchmarkForward(b *testing.B, subscribers int) {
 		d, _ := bound(tr, uint32(i+1))
 		downs = append(downs, d)
 	}
-	pkt := packet(1, 1, true, 1100)
-	seq := uint16(1)
-	// The ring's arena grows while the stream is young: let it reach its
-	// size first, so that what is measured is the steady state.
-	for i := 0; i < 2*ringSize; i++ {
-		seq++
-		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		tr.forward(pkt)
-		for _, d := range downs {
-			drain(d)
-		}
-	}
+	step := forwarder(tr, downs, 1100)
 	b.ReportAllocs()
-	b.SetBytes(int64(len(pkt) * subscribers))
+	b.SetBytes(int64(len(packet(1, 1, true, 1100)) * subscribers))
 	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		seq++
-		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		tr.forward(pkt)
-		for _, d := range downs {
-			drain(d)
-		}
+	for range b.N {
+		step()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subscribers), "ns/fwd-pkt")
 }

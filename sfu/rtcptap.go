@@ -159,7 +159,7 @@ const receiveMTU = 1500
 // will drop it as well, or knows better).
 func (p *directPath) readRTCP(b []byte) bool {
 	r := p.rtcp
-	if r == nil || len(b) > receiveMTU {
+	if len(b) > receiveMTU {
 		return false
 	}
 	r.mu.Lock()

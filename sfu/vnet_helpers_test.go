@@ -7,6 +7,7 @@ package sfu
 // Subscriber, Track), so the harness keeps working while sfu internals change.
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -336,6 +337,31 @@ func (l *vnetLab) publish(name string, api *webrtc.API, setup func(pc *webrtc.Pe
 
 // subscribe connects a subscribing client: the engine offers whatever it
 // is asked to forward (Subscriber.AddTrack), the client answers. onTrack
+// publishVideo publishes one VP8 camera track (id "camera", stream
+// "PA_pub") through api and sends it at bitrate until stop, which the
+// test's cleanup calls too.
+func (l *vnetLab) publishVideo(api *webrtc.API, bitrate int) (video *vnetLayer, stop func()) {
+	l.t.Helper()
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "PA_pub")
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	video = &vnetLayer{marker: 'v', bitrate: bitrate, track: track}
+	l.publish("publisher", api, func(pc *webrtc.PeerConnection) {
+		tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		go video.drainRTCP(tr.Sender().ReadRTCP)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	sending := make(chan struct{})
+	go func() { defer close(sending); sendVideo(ctx, video) }()
+	stop = func() { cancel(); <-sending }
+	l.t.Cleanup(stop)
+	return video, stop
+}
+
 // gets every remote track the client receives.
 func (l *vnetLab) subscribe(name string, api *webrtc.API, onTrack func(*webrtc.TrackRemote)) (*webrtc.PeerConnection, *Subscriber, <-chan struct{}) {
 	l.t.Helper()

@@ -1,7 +1,6 @@
 package sfu
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -70,22 +69,7 @@ func runVnetLoss(t *testing.T, loss *vnetLoss, rtx bool) {
 	lab.router.AddChunkFilter(loss.filter)
 	lab.run()
 
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "PA_pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	video := &vnetLayer{marker: 'v', bitrate: 500_000, track: track}
-	lab.publish("publisher", vnetClientAPI(t, pubNet, rtx), func(pc *webrtc.PeerConnection) {
-		tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go video.drainRTCP(tr.Sender().ReadRTCP)
-	})
-	ctx, stop := context.WithCancel(context.Background())
-	sending := make(chan struct{})
-	go func() { defer close(sending); sendVideo(ctx, video) }()
-	t.Cleanup(func() { stop(); <-sending })
+	video, stop := lab.publishVideo(vnetClientAPI(t, pubNet, rtx), 500_000)
 
 	published := lab.track()
 	rec := newVnetRecv("subscriber", lab.start)
@@ -110,7 +94,6 @@ func runVnetLoss(t *testing.T, loss *vnetLoss, rtx bool) {
 	upTo := rec.highestSeq()
 	time.Sleep(lossSettle)
 	stop()
-	<-sending
 
 	beforeKey, keyWait, keyed := rec.startup()
 	if !keyed {
