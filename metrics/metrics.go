@@ -72,6 +72,9 @@ var (
 	batchGSODesc     = desc("batch_send_gso", "1 while the media socket takes UDP GSO, 0 once the kernel refused it (rtc.batch_send only).")
 	sendPathDesc     = desc("subscriber_connections_total", "Subscriber connections that came up, by the path their media is sent on: direct (Parley encrypts and writes to the UDP port) or pion (pion's SRTP and ICE: ICE-TCP, rtc.direct_send off, or Parley not the DTLS server).", "send_path")
 	directRTCPDesc   = desc("direct_rtcp_packets_total", "RTCP packets of direct subscriber connections read off the media socket and decrypted by Parley rather than by pion.")
+	recvPathDesc     = desc("publisher_connections_total", "Publisher connections that came up, by the path their media is received on: direct (Parley reads and decrypts it off the UDP port) or pion (pion's ICE and SRTP: ICE-TCP, rtc.direct_receive off, or Parley not the DTLS server).", "receive_path")
+	directRTPDesc    = desc("direct_rtp_packets_total", "Publishers' media packets read off the media socket and decrypted by Parley rather than by pion.")
+	directRTPBadDesc = desc("direct_rtp_refused_total", "Publishers' media packets the direct receive path refused: replays, or not from the publisher (failed authentication).")
 	lossDesc         = desc("loss_ratio", "Mean fraction of packets lost that subscribers report, over the forwarded tracks.")
 	wsDesc           = desc("websocket_connections", "Open signaling WebSockets.")
 	errorsDesc       = desc("signaling_errors_total", "Errors sent to clients, by code.", "code")
@@ -94,7 +97,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
-		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, sendPathDesc, directRTCPDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
+		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, sendPathDesc, directRTCPDesc, recvPathDesc, directRTPDesc, directRTPBadDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
 		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchGSODesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
@@ -138,6 +141,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(sendPathDesc, es.DirectConnections, "direct")
 	counter(sendPathDesc, es.PionConnections, "pion")
 	counter(directRTCPDesc, es.DirectRTCP)
+	counter(recvPathDesc, es.DirectReceive, "direct")
+	counter(recvPathDesc, es.PionReceive, "pion")
+	counter(directRTPDesc, es.DirectRTP)
+	counter(directRTPBadDesc, es.DirectRTPBad)
 	gauge(lossDesc, es.LossRatio)
 	if b := es.Batch; b.Enabled {
 		counter(batchCallsDesc, b.Calls)

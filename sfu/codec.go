@@ -150,17 +150,26 @@ func rtpHeaderLen(pkt []byte) int {
 // audioLevel finds the RFC 6464 audio level (one-byte or two-byte header
 // extension id) in an RTP packet: 0 is the loudest, 127 silence (-dBov).
 func audioLevel(pkt []byte, id uint8) (uint8, bool) {
-	if len(pkt) < 16 || pkt[0]&0x10 == 0 {
-		return 0, false
+	if v := headerExt(pkt, id); len(v) >= 1 {
+		return v[0] & 0x7f, true
+	}
+	return 0, false
+}
+
+// headerExt is the value of header extension id (RFC 8285, one-byte or
+// two-byte form) in an RTP packet, or nil. It points into pkt.
+func headerExt(pkt []byte, id uint8) []byte {
+	if id == 0 || len(pkt) < 16 || pkt[0]&0x10 == 0 {
+		return nil
 	}
 	i := 12 + 4*int(pkt[0]&0x0f)
 	if len(pkt) < i+4 {
-		return 0, false
+		return nil
 	}
 	profile := int(pkt[i])<<8 | int(pkt[i+1])
 	end := i + 4 + 4*(int(pkt[i+2])<<8|int(pkt[i+3]))
 	if end > len(pkt) {
-		return 0, false
+		return nil
 	}
 	i += 4
 	for i < end {
@@ -173,7 +182,7 @@ func audioLevel(pkt []byte, id uint8) (uint8, bool) {
 			}
 			eid, elen = int(pkt[i]>>4), int(pkt[i]&0x0f)+1
 			if eid == 15 {
-				return 0, false
+				return nil
 			}
 			i++
 		case profile&0xfff0 == 0x1000:
@@ -182,22 +191,22 @@ func audioLevel(pkt []byte, id uint8) (uint8, bool) {
 				continue
 			}
 			if i+1 >= end {
-				return 0, false
+				return nil
 			}
 			eid, elen = int(pkt[i]), int(pkt[i+1])
 			i += 2
 		default:
-			return 0, false
+			return nil
 		}
 		if i+elen > end {
-			return 0, false
+			return nil
 		}
 		if eid == int(id) && elen >= 1 {
-			return pkt[i] & 0x7f, true
+			return pkt[i : i+elen]
 		}
 		i += elen
 	}
-	return 0, false
+	return nil
 }
 
 // vp8KeyframeSize reads the frame size from the first packet of a VP8

@@ -314,7 +314,7 @@ func runVnetDirect(t *testing.T, pionSend bool) {
 	if loss == 0 {
 		t.Fatal("no receiver report reached the DownTrack")
 	}
-	if taken := lab.engine.tap; pionSend && taken != nil || !pionSend && (taken == nil || taken.taken.Load() == 0) {
+	if taken := lab.engine.tap; pionSend && (taken == nil || taken.taken.Load() != 0) || !pionSend && (taken == nil || taken.taken.Load() == 0) {
 		t.Fatalf("RTCP read off the socket with PionSend %v: tap %v", pionSend, taken)
 	}
 	if st := lab.engine.Stats(); pionSend && (st.PionConnections != 1 || st.DirectConnections != 0) ||

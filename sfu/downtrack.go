@@ -589,6 +589,10 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 	d.octets.Add(uint64(len(payload)))
 }
 
+// sendsDirect reports whether d's connection is on the direct send path,
+// whose writes never wait on pion.
+func (d *DownTrack) sendsDirect() bool { return d.path != nil && d.path.Load() != nil }
+
 // writeRTP sends one packet on the direct path when the connection has one
 // (direct.go), else through pion's RTP sender.
 func (d *DownTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) error {

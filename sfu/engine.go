@@ -11,10 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
@@ -49,6 +52,10 @@ type Config struct {
 	// ICE connection instead of the direct path (direct.go), which
 	// encrypts and writes to the UDP socket itself.
 	PionSend bool
+	// PionReceive receives publishers' media through pion's ICE
+	// connection and SRTP session instead of the direct receive path
+	// (recv.go), which reads and decrypts it off the UDP socket itself.
+	PionReceive bool
 }
 
 // Validate checks the config and names the first bad key.
@@ -79,7 +86,7 @@ type Engine struct {
 	log    *slog.Logger
 	conn   net.PacketConn
 	mux    *ice.UDPMuxDefault
-	tap    *rtcpTap // the direct path's RTCP reader on conn; nil: PionSend
+	tap    *rtcpTap // the direct paths' reader on conn; nil: PionSend and PionReceive
 	tcpL   net.Listener
 	tcpMux *ice.TCPMuxDefault
 	stats  engineStats
@@ -118,7 +125,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log, conn: conn}
 	muxConn := conn
-	if !cfg.PionSend {
+	if !cfg.PionSend || !cfg.PionReceive {
 		e.tap = newRTCPTap(conn)
 		muxConn = e.tap
 	}
@@ -162,28 +169,51 @@ func (e *Engine) Close() error {
 // layers ask for lost packets (NACK) and keyframes, and sends receiver reports and
 // transport-wide congestion control feedback so the client can adapt its
 // own sending rate.
-func (e *Engine) newPublisherConnection() (*webrtc.PeerConnection, error) {
+//
+// With keys (the direct receive path, recv.go) Parley is the DTLS server
+// and pion's transport-wide feedback and receiver reports step aside when
+// off is set.
+func (e *Engine) newPublisherConnection(keys *dtlsKeys, off *atomic.Bool) (*webrtc.PeerConnection, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
-	// NACKs come from the layers' own generators (nackgen.go).
+	se := webrtc.SettingEngine{}
+	if keys != nil {
+		if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
+			return nil, err
+		}
+		se.SetDTLSKeyLogWriter(keys)
+		se.SetDTLSServerHelloMessageHook(keys.serverHello)
+	}
+	// NACKs come from the layers' own generators (nackgen.go). Parley
+	// sends no media here: no sender reports.
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
-	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+	rr, err := report.NewReceiverInterceptor()
+	if err != nil {
 		return nil, err
 	}
+	reg.Add(steppableFactory{inner: rr, off: off})
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
 		return nil, err
 	}
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, err
 	}
-	if err := webrtc.ConfigureTWCCSender(m, reg); err != nil {
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
+			return nil, err
+		}
+	}
+	fb, err := twcc.NewSenderInterceptor()
+	if err != nil {
 		return nil, err
 	}
-	return e.newPeerConnection(m, reg, webrtc.SettingEngine{})
+	reg.Add(steppableFactory{inner: fb, off: off})
+	return e.newPeerConnection(m, reg, se)
 }
 
 // newSubscriberConnection builds the connection the server sends on. NACKs

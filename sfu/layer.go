@@ -1,9 +1,11 @@
 package sfu
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,8 +30,7 @@ type Layer struct {
 	remote  *webrtc.TrackRemote
 	sendPLI func() // nil for audio
 
-	ring    ring
-	lastNum uint64 // read loop only
+	ring ring
 
 	downs downSet // the DownTracks forwarding this layer
 
@@ -52,12 +53,19 @@ type Layer struct {
 	nack      *nackGen // video: what arrived, to ask for the rest
 	nacksSent atomic.Uint64
 
-	rateStart int64 // read loop only
-	rateBytes uint64
+	// The read loop forwards, and so does the media socket's reader once
+	// the direct receive path has the stream (recv.go): fmu makes them
+	// take turns while pion still holds packets read before the hand-over.
+	fmu       sync.Mutex
+	lastNum   uint64 // under fmu
+	rateStart int64  // under fmu
+	rateBytes uint64 // under fmu
+	rx        rxStats
+	clock     uint64 // the codec's clock rate (Hz), for the jitter
 }
 
 func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
-	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI, ring: newRing(audioRingSize, audioArenaStart)}
+	l := &Layer{t: t, idx: idx, rid: rid, sendPLI: sendPLI, ring: newRing(audioRingSize, audioArenaStart), clock: uint64(t.codec.ClockRate)}
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		l.ring = newRing(ringSize, videoArenaStart)
 		l.nack = &nackGen{} // before the read loop can start
@@ -93,6 +101,7 @@ func (l *Layer) live(now int64) bool {
 func (l *Layer) readLoop() {
 	defer l.t.layerEnded(l)
 	buf := make([]byte, packetMTU)
+	first := true
 	for {
 		n, _, err := l.remote.Read(buf)
 		if err != nil {
@@ -107,6 +116,12 @@ func (l *Layer) readLoop() {
 		default:
 		}
 		l.forward(buf[:n])
+		if first {
+			first = false
+			if f := l.t.onFirst; f != nil {
+				f(l) // the direct receive path may take the stream from here on
+			}
+		}
 	}
 }
 
@@ -122,11 +137,20 @@ const inlineFanout = 256
 
 // forward stores one packet and queues it to every DownTrack of the layer.
 // It is the per-packet hot path: no allocation, no lock held across a write.
-func (l *Layer) forward(pkt []byte) {
+func (l *Layer) forward(pkt []byte) { l.forwardOn(pkt, false) }
+
+// forwardOn is forward; onSocket says it runs on the media socket's reader
+// (the direct receive path), which must never wait for a write pion may
+// block on (ICE-TCP): DownTracks not on the direct send path get the packet
+// through their writer's queue.
+func (l *Layer) forwardOn(pkt []byte, onSocket bool) {
 	if len(pkt) < 12 {
 		return
 	}
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
 	now := time.Now().UnixNano()
+	mono := monoNow()
 	l.packets.Add(1)
 	l.bytes.Add(uint64(len(pkt)))
 	l.lastAt.Store(now)
@@ -144,12 +168,14 @@ func (l *Layer) forward(pkt []byte) {
 	case t.vp8:
 		l.inspectVP8(pkt)
 	}
+	seq := uint16(pkt[2])<<8 | uint16(pkt[3])
 	if l.nack != nil {
-		l.nack.received(uint16(pkt[2])<<8 | uint16(pkt[3]))
+		l.nack.received(seq)
 	}
+	l.rx.update(seq, binary.BigEndian.Uint32(pkt[4:8]), rtpTime(mono, l.clock))
 	l.lastNum++
 	num := l.lastNum
-	l.ring.put(num, pkt, monoNow())
+	l.ring.put(num, pkt, mono)
 	if t.muted.Load() {
 		return
 	}
@@ -165,6 +191,10 @@ func (l *Layer) forward(pkt []byte) {
 		d.enqueue(l, num)
 	}
 	for _, d := range downs[:inline] {
+		if onSocket && !d.sendsDirect() {
+			d.enqueue(l, num)
+			continue
+		}
 		d.deliver(l, num)
 	}
 }

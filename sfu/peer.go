@@ -162,24 +162,44 @@ type Publisher struct {
 	tmu    sync.Mutex
 	descs  map[string][]LayerDesc // by MediaStreamTrack id
 	groups map[string]*Track      // simulcast tracks by id, while they live
+
+	// the direct receive path (recv.go)
+	stats     *engineStats
+	keys      *dtlsKeys // nil: off
+	tap       *rtcpTap
+	stepAside atomic.Bool // pion's feedback and reports step aside
+	startOnce sync.Once
+	lmu       sync.Mutex
+	recv      *recvPath // set once the path has the connection
+	live      []*Layer  // layers read before it had it
 }
 
 // NewPublisher makes the publisher connection of one participant.
 func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, error) {
-	pc, err := e.newPublisherConnection()
+	p := &Publisher{ev: ev, log: log, descs: map[string][]LayerDesc{}, groups: map[string]*Track{}, stats: &e.stats, tap: e.tap}
+	if !e.cfg.PionReceive && e.tap != nil {
+		p.keys = &dtlsKeys{}
+	}
+	pc, err := e.newPublisherConnection(p.keys, &p.stepAside)
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{pc: pc, ev: ev, log: log, descs: map[string][]LayerDesc{}, groups: map[string]*Track{}}
+	p.pc = pc
 	p.gate.emit = ev.Candidate
 	pc.OnICECandidate(p.gate.push)
-	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace, nil)
+	if p.keys != nil {
+		pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(p.recvPairChanged)
+	}
+	watchState(pc, log, ev.Failed, e.cfg.ICEFailGrace, p.recvState)
 	pc.OnTrack(func(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		var pli func()
 		if remote.Kind() == webrtc.RTPCodecTypeVideo {
 			pli = pliSender(pc, remote.SSRC())
 		}
 		t, l, added := p.trackFor(remote, pli, log)
+		if added && p.keys != nil {
+			t.onFirst = p.layerStarted
+		}
 		if l != nil && l.nack != nil {
 			go l.nackLoop(uint32(remote.SSRC()), pc.WriteRTCP)
 		}

@@ -28,12 +28,16 @@ type rtcpTap struct {
 	ap ice.AddrPortReaderWriter // the socket's allocation-free I/O; nil: none (vnet)
 
 	mu     sync.RWMutex
-	byAddr map[netip.AddrPort]*directPath
-	taken  atomic.Uint64 // RTCP packets read here, not by pion
+	byAddr map[netip.AddrPort]*directPath // subscribers: their RTCP
+	pubs   map[netip.AddrPort]*recvPath   // publishers: their media (recv.go)
+	taken  atomic.Uint64                  // RTCP packets read here, not by pion
+
+	rtpTaken, rtpBad atomic.Uint64 // publishers' media taken here; refused
+	rtpRTX           atomic.Uint64 // retransmissions among them (tests)
 }
 
 func newRTCPTap(c net.PacketConn) *rtcpTap {
-	t := &rtcpTap{PacketConn: c, byAddr: map[netip.AddrPort]*directPath{}}
+	t := &rtcpTap{PacketConn: c, byAddr: map[netip.AddrPort]*directPath{}, pubs: map[netip.AddrPort]*recvPath{}}
 	t.ap, _ = c.(ice.AddrPortReaderWriter)
 	if uc, ok := c.(*net.UDPConn); ok {
 		t.ap = udpAddrPort{uc}
@@ -78,15 +82,44 @@ func (t *rtcpTap) remove(a *net.UDPAddr, p *directPath) {
 	t.mu.Unlock()
 }
 
+// addPublisher sends the media from a to r; a nil a does nothing.
+func (t *rtcpTap) addPublisher(a *net.UDPAddr, r *recvPath) {
+	if t == nil || a == nil {
+		return
+	}
+	t.mu.Lock()
+	t.pubs[key(a.AddrPort())] = r
+	t.mu.Unlock()
+}
+
+// removePublisher stops taking the media from a, if it still goes to r.
+func (t *rtcpTap) removePublisher(a *net.UDPAddr, r *recvPath) {
+	if t == nil || a == nil {
+		return
+	}
+	k := key(a.AddrPort())
+	t.mu.Lock()
+	if t.pubs[k] == r {
+		delete(t.pubs, k)
+	}
+	t.mu.Unlock()
+}
+
 // isRTCP: an RTP-version packet whose second byte is an RTCP packet type
 // (RFC 5761 section 4: 192-223).
 func isRTCP(b []byte) bool { return len(b) >= 8 && b[0]>>6 == 2 && b[1] >= 192 && b[1] <= 223 }
 
-// take handles b from a if it is a direct connection's RTCP; false hands
-// it on to pion.
+// take handles b from a if it is a direct connection's RTCP or a
+// direct publisher's media; false hands it on to pion.
 func (t *rtcpTap) take(b []byte, a netip.AddrPort) bool {
+	if len(b) < 12 || b[0]>>6 != 2 {
+		return false // STUN, DTLS
+	}
 	if !isRTCP(b) {
-		return false
+		t.mu.RLock()
+		r := t.pubs[key(a)]
+		t.mu.RUnlock()
+		return r != nil && r.readRTP(b)
 	}
 	t.mu.RLock()
 	p := t.byAddr[key(a)]

@@ -35,6 +35,12 @@ type Stats struct {
 	// DirectRTCP counts the RTCP packets of direct connections read off
 	// the media socket (rtcptap.go) rather than through pion.
 	DirectRTCP uint64
+	// DirectReceive and PionReceive count the publisher connections that
+	// came up on the direct receive path (recv.go) and on pion's;
+	// DirectRTP the media packets read off the media socket on it,
+	// DirectRTPBad those it refused (replays, not the publisher's).
+	DirectReceive, PionReceive uint64
+	DirectRTP, DirectRTPBad    uint64
 }
 
 // BatchStats counts what the batched sender handed the kernel.
@@ -54,6 +60,7 @@ type engineStats struct {
 	ended  Stats // sums of what has ended
 
 	directConns, pionConns atomic.Uint64
+	recvDirect, recvPion   atomic.Uint64 // publisher connections, by receive path
 }
 
 func (s *engineStats) init() {
@@ -135,8 +142,10 @@ func (e *Engine) Stats() Stats {
 		st.LossRatio = lossSum / float64(reported)
 	}
 	st.DirectConnections, st.PionConnections = s.directConns.Load(), s.pionConns.Load()
+	st.DirectReceive, st.PionReceive = s.recvDirect.Load(), s.recvPion.Load()
 	if e.tap != nil {
 		st.DirectRTCP = e.tap.taken.Load()
+		st.DirectRTP, st.DirectRTPBad = e.tap.rtpTaken.Load(), e.tap.rtpBad.Load()
 	}
 	if bc, ok := e.conn.(*batchConn); ok {
 		st.Batch = BatchStats{Enabled: true, GSO: bc.gso.Load(), Calls: bc.calls.Load(), Messages: bc.msgsSent.Load(),

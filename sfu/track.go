@@ -59,6 +59,10 @@ type Track struct {
 
 	stats *engineStats // nil in unit tests
 
+	// onFirst is called by each layer's read loop after its first packet
+	// (the publisher's direct receive path, recv.go); nil: nothing to do.
+	onFirst func(*Layer)
+
 	started   atomic.Bool
 	ended     atomic.Int32 // layers whose read loop ended
 	done      chan struct{}
@@ -181,6 +185,16 @@ func (t *Track) Layers() []string {
 		}
 	}
 	return out
+}
+
+// isDone reports whether the track has ended.
+func (t *Track) isDone() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Done is closed when the track has ended.

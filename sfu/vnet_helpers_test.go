@@ -173,7 +173,8 @@ func (l *vnetLab) track() *Track {
 
 // vnetClientAPI is a browser stand-in on the simulated network: default
 // interceptors, so it sends NACKs, receiver reports and TWCC feedback, and
-// answers NACKs from its send buffer. With rtx false it offers VP8 without
+// answers NACKs from its send buffer; what it sends carries transport-wide
+// sequence numbers. With rtx false it offers VP8 without
 // RTX (a simulcast sender: its retransmissions then stay on the layer's own
 // SSRC, which the server already knows by RID).
 func vnetClientAPI(t *testing.T, n *vnet.Net, rtx bool) *webrtc.API {
@@ -191,6 +192,10 @@ func vnetClientAPI(t *testing.T, n *vnet.Net, rtx bool) *webrtc.API {
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		t.Fatal(err)
+	}
+	// As browsers do: a transport-wide sequence number on what it sends.
+	if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, reg); err != nil {
 		t.Fatal(err)
 	}
 	se := webrtc.SettingEngine{}

@@ -98,7 +98,8 @@ type vnetLayer struct {
 	track   *webrtc.TrackLocalStaticRTP
 	exts    []vnetExt // set on every packet (mid, rid)
 
-	keyReq atomic.Bool // a PLI or FIR arrived
+	keyReq atomic.Bool                         // a PLI or FIR arrived
+	onRTCP atomic.Pointer[func([]rtcp.Packet)] // sees what drainRTCP reads
 	sent   atomic.Uint64
 	keys   atomic.Uint64
 
@@ -121,6 +122,9 @@ func (v *vnetLayer) drainRTCP(read func() ([]rtcp.Packet, interceptor.Attributes
 		pkts, _, err := read()
 		if err != nil {
 			return
+		}
+		if f := v.onRTCP.Load(); f != nil {
+			(*f)(pkts)
 		}
 		for _, p := range pkts {
 			switch p.(type) {

@@ -119,6 +119,14 @@ func runVnetLoss(t *testing.T, loss *vnetLoss, rtx bool) {
 		allGot, allWant, 100*float64(allGot)/float64(max(allWant, 1)), rec.missing(firstKey, upTo, 10),
 		rec.reads(), beforeKey, keyWait.Round(time.Millisecond), video.sent.Load(), video.keys.Load(),
 		st.PacketsIn, st.PacketsOut, st.NACKs, st.Retransmissions, st.PLIs, st.Drops, time.Since(began).Round(time.Millisecond))
+	// The default config: the publisher is on the direct receive path
+	// (recv.go), which unwraps the retransmissions that come over RTX.
+	if st.DirectReceive != 1 || st.DirectRTP == 0 || st.DirectRTPBad != 0 {
+		t.Errorf("direct receive: %d connections, %d packets taken, %d refused", st.DirectReceive, st.DirectRTP, st.DirectRTPBad)
+	}
+	if retx, n := lab.engine.tap.rtpRTX.Load(), st.NACKsSent; loss.src == vnetPublisherIP && (n == 0 || (retx > 0) != rtx) {
+		t.Errorf("%d retransmissions came over RTX (client RTX %v) for %d NACKs sent", retx, rtx, n)
+	}
 	if loss.share() <= minDropShare {
 		t.Errorf("the loss filter dropped %.1f%% of %d media packets from %s to %s, want more than %.0f%%: the test did not test loss",
 			100*loss.share(), loss.media.Load(), loss.src, loss.dst, 100*minDropShare)

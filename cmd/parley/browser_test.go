@@ -205,6 +205,28 @@ const remoteOutbound = `(async () => {
   return n;
 })()`
 
+// outgoingEstimate is the publisher connection's bandwidth estimate
+// (availableOutgoingBitrate of its selected candidate pair, bit/s).
+const outgoingEstimate = `(async () => {
+  const pc = window.parley && window.parley.publisherPC;
+  if (!pc) return 0;
+  const stats = await pc.getStats();
+  let v = 0;
+  stats.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.availableOutgoingBitrate > v) v = r.availableOutgoingBitrate; });
+  return v;
+})()`
+
+// remoteInbound counts the publisher connection's kinds (audio, video)
+// with a remote-inbound-rtp entry, which only receiver reports make.
+const remoteInbound = `(async () => {
+  const pc = window.parley && window.parley.publisherPC;
+  if (!pc) return 0;
+  const stats = await pc.getStats();
+  const kinds = new Set();
+  stats.forEach((r) => { if (r.type === 'remote-inbound-rtp' && r.packetsLost !== undefined) kinds.add(r.kind); });
+  return kinds.size;
+})()`
+
 const framesDecoded = `(async () => {
   const pc = window.parley && window.parley.subscriberPC;
   if (!pc) return 0;
@@ -321,6 +343,20 @@ func TestBrowserCall(t *testing.T) {
 		t.Errorf("subscriber connections by send path: direct %v, pion %v; want both browsers direct; RTCP read directly: %v",
 			m[`parley_subscriber_connections_total{send_path="direct"}`], m[`parley_subscriber_connections_total{send_path="pion"}`], m["parley_direct_rtcp_packets_total"])
 	}
+	// Both publisher connections are on the direct receive path: Parley
+	// decrypts Chromium's simulcast media off the socket and sends it
+	// transport-wide feedback and receiver reports. Chromium's bandwidth
+	// estimate climbs from its 300 kbit/s start only on that feedback, and
+	// its remote-inbound-rtp entries come from the receiver reports.
+	if m := scrape(t, a); m[`parley_publisher_connections_total{receive_path="direct"}`] < 2 || m[`parley_publisher_connections_total{receive_path="pion"}`] != 0 ||
+		m["parley_direct_rtp_packets_total"] == 0 || m["parley_direct_rtp_refused_total"] != 0 {
+		t.Errorf("publisher connections by receive path: direct %v, pion %v; want both browsers direct; media read directly: %v, refused %v",
+			m[`parley_publisher_connections_total{receive_path="direct"}`], m[`parley_publisher_connections_total{receive_path="pion"}`],
+			m["parley_direct_rtp_packets_total"], m["parley_direct_rtp_refused_total"])
+	}
+	est := alice.waitFor(t, "alice's bandwidth estimate climbs on Parley's feedback", outgoingEstimate, 20*time.Second, func(v float64) bool { return v > 600_000 })
+	t.Logf("alice's bandwidth estimate: %.0f bit/s", est)
+	alice.waitFor(t, "alice has receiver reports on her audio and video", remoteInbound, 10*time.Second, func(v float64) bool { return v >= 2 })
 	bobSID := selfField(t, bob, "sid")
 	// logBob logs, when a subtest fails, what bob receives of alice.
 	logBob := func(t *testing.T) {

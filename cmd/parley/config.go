@@ -43,6 +43,7 @@ type Config struct {
 		IncludeLoopback bool     `yaml:"include_loopback" usage:"offer loopback candidates (local development)"`
 		BatchSend       bool     `yaml:"batch_send" usage:"send bursts of media packets with one sendmmsg system call (UDP GSO where the kernel takes it)"`
 		DirectSend      bool     `yaml:"direct_send" usage:"encrypt subscribers' media and write it to the UDP port directly, past pion's per-packet SRTP and ICE chain (false = pion's path)"`
+		DirectReceive   bool     `yaml:"direct_receive" usage:"read and decrypt publishers' media off the UDP port directly and forward it there, past pion's per-packet ICE, SRTP and read chain (false = pion's path)"`
 		AdaptiveProcs   bool     `yaml:"adaptive_procs" usage:"run on as many cores (GOMAXPROCS) as the load needs, up to all: idle cores cost CPU per packet"`
 	} `yaml:"rtc"`
 	Signaling struct {
@@ -139,6 +140,7 @@ func defaults() Config {
 	c.RTC.IncludeLoopback = true
 	c.RTC.AdaptiveProcs = true
 	c.RTC.DirectSend = true
+	c.RTC.DirectReceive = true
 	c.Signaling.MaxMessageBytes = 64 << 10
 	c.Signaling.PingInterval = 10 * time.Second
 	c.Signaling.PongTimeout = 30 * time.Second
@@ -463,7 +465,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 func (c *Config) sfuConfig() sfu.Config {
 	return sfu.Config{UDPPort: c.RTC.UDPPort, TCPPort: c.RTC.TCPPort, ListenIP: c.RTC.ListenIP,
 		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback, ICEFailGrace: c.Signaling.ResumeGrace,
-		BatchSend: c.RTC.BatchSend, PionSend: !c.RTC.DirectSend}
+		BatchSend: c.RTC.BatchSend, PionSend: !c.RTC.DirectSend, PionReceive: !c.RTC.DirectReceive}
 }
 
 func (c *Config) roomsConfig() rooms.Config {

@@ -1,0 +1,415 @@
+package sfu
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// TestRxStatsReport: the reception report of a stream that wrapped its
+// sequence numbers and lost three packets (RFC 3550 A.3), then lost none;
+// and the jitter of packets that arrive a steady 90 RTP units early and
+// late in turn (RFC 3550 A.8: it converges on the 180 between two).
+func TestRxStatsReport(t *testing.T) {
+	var s rxStats
+	if _, ok := s.report(1); ok {
+		t.Fatal("a report before any packet")
+	}
+	lostSeqs := map[uint16]bool{65534: true, 2: true, 5: true}
+	for i := range 16 {
+		seq := uint16(65530 + i)
+		if !lostSeqs[seq] {
+			s.update(seq, uint32(i)*3000, uint32(i)*3000+500)
+		}
+	}
+	rr, _ := s.report(7)
+	if rr.SSRC != 7 || rr.LastSequenceNumber != 1<<16+9 || rr.TotalLost != 3 || rr.FractionLost != 3*256/16 || rr.Jitter != 0 {
+		t.Fatalf("report %+v: want last 65545, lost 3, fraction 48, jitter 0", rr)
+	}
+	for i := range 10 {
+		s.update(uint16(10+i), 0, 0)
+	}
+	s.update(3, 0, 0) // late and old: counts as received, moves nothing
+	if rr, _ = s.report(7); rr.LastSequenceNumber != 1<<16+19 || rr.FractionLost != 0 || rr.TotalLost != 2 {
+		t.Fatalf("second report %+v: want last 65555, fraction 0, lost 2", rr)
+	}
+
+	var j rxStats
+	for i := range 2000 {
+		off := uint32(0)
+		if i%2 == 1 {
+			off = 180
+		}
+		j.update(uint16(i), uint32(i)*3000, uint32(i)*3000+off)
+	}
+	if rr, _ = j.report(1); rr.Jitter < 170 || rr.Jitter > 180 {
+		t.Fatalf("jitter %d, want about 180", rr.Jitter)
+	}
+}
+
+// TestUnwrapRTX: an RTX packet (header extensions, padding) becomes the
+// media packet it repairs; one that carries only padding becomes nothing.
+func TestUnwrapRTX(t *testing.T) {
+	orig := rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: 4711, Timestamp: 99, SSRC: 0xaaaa}, Payload: []byte("vp8 payload")}
+	rtx := rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, PayloadType: 97, SequenceNumber: 12, Timestamp: 99, SSRC: 0xbbbb,
+		Padding: true, PaddingSize: 4}, Payload: append([]byte{4711 >> 8, 4711 & 0xff}, orig.Payload...)}
+	for _, x := range []*rtp.Packet{&orig, &rtx} {
+		if err := x.SetExtension(3, []byte{1, 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := rtx.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := unwrapRTX(b, 96, 0xaaaa)
+	var got rtp.Packet
+	if err := got.Unmarshal(out); err != nil {
+		t.Fatal(err)
+	}
+	if got.SequenceNumber != 4711 || got.SSRC != 0xaaaa || got.PayloadType != 96 || !got.Marker || got.Timestamp != 99 ||
+		!bytes.Equal(got.Payload, orig.Payload) || !bytes.Equal(got.GetExtension(3), []byte{1, 2}) {
+		t.Fatalf("unwrapped to %v payload %q", got.Header, got.Payload)
+	}
+	probe := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97, SequenceNumber: 13, SSRC: 0xbbbb, Padding: true, PaddingSize: 200}}
+	pb, _ := probe.Marshal()
+	if out := unwrapRTX(pb, 96, 0xaaaa); out != nil {
+		t.Fatalf("a padding probe unwrapped to %d bytes", len(out))
+	}
+	if out := unwrapRTX(pb[:12], 96, 0xaaaa); out != nil {
+		t.Fatal("a header alone unwrapped")
+	}
+}
+
+// recvLab is one publisher's direct receive path on a bare track: the
+// publisher's SRTP context encrypts what the test sends.
+type recvLab struct {
+	tr  *Track
+	r   *recvPath
+	tap *rtcpTap
+	pub *srtp.Context
+	hdr rtp.Header
+	buf []byte
+}
+
+func newRecvLab(t testing.TB) *recvLab {
+	keys := srtpKeys{key: bytes.Repeat([]byte{3}, 16), salt: bytes.Repeat([]byte{5}, 12)}
+	profile := srtp.ProtectionProfileAeadAes128Gcm
+	tap := newRTCPTap(nil)
+	r, err := newRecvPath(tap, keys, profile, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := srtp.CreateContext(keys.key, keys.salt, profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := testTrack()
+	tr.sid = "TR_r"
+	return &recvLab{tr: tr, r: r, tap: tap, pub: pub, buf: make([]byte, 0, 2*packetMTU)}
+}
+
+// seal is plain encrypted by the publisher.
+func (l *recvLab) seal(t testing.TB, plain []byte) []byte {
+	out, err := l.pub.EncryptRTP(l.buf[:0], plain, &l.hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRecvPathTakesOver: pion's read loop forwards a stream's first
+// packets, the path takes it from there, across a sequence number wrap
+// that pion's read loop saw (the rollover counter goes over) and one it
+// did not; a replayed packet is refused; an unknown SSRC goes to pion.
+func TestRecvPathTakesOver(t *testing.T) {
+	for _, c := range []struct{ start, handover uint16 }{
+		{65490, 65500}, // the path sees the wrap
+		{65490, 65535}, // its first packet is the last before the wrap
+		{65490, 0},     // its first packet is the first after the wrap
+		{65200, 100},   // pion's read loop saw the wrap
+	} {
+		l := newRecvLab(t)
+		lay := l.tr.layer(0)
+		const ssrc = 1234
+		n := 0
+		seq := c.start
+		for ; seq != c.handover; seq++ {
+			p := packet(seq, uint32(seq)*3000, true, 200)
+			_ = l.seal(t, p) // the publisher's context counts every packet
+			lay.forward(p)
+			n++
+		}
+		l.r.adoptStreams(lay, ssrc, 0, 96)
+		var last []byte
+		for i := 0; i < 300; i, seq = i+1, seq+1 {
+			last = l.seal(t, packet(seq, uint32(seq)*3000, true, 200))
+			if !l.r.readRTP(last) {
+				t.Fatalf("packet %d went to pion", seq)
+			}
+			n++
+		}
+		if bad := l.tap.rtpBad.Load(); bad != 0 || lay.packets.Load() != uint64(n) || l.tap.rtpTaken.Load() != 300 {
+			t.Fatalf("hand-over at %d: %d refused, %d of %d forwarded, %d taken", c.handover, bad, lay.packets.Load(), n, l.tap.rtpTaken.Load())
+		}
+		if !l.r.readRTP(last) || l.tap.rtpBad.Load() != 1 || lay.packets.Load() != uint64(n) {
+			t.Fatalf("a replay was forwarded (%d refused)", l.tap.rtpBad.Load())
+		}
+		other := packet(1, 1, true, 100)
+		binary.BigEndian.PutUint32(other[8:12], 999)
+		if l.r.readRTP(l.seal(t, other)) {
+			t.Fatal("a packet of an unknown SSRC was taken")
+		}
+	}
+}
+
+// TestRecvPathRTX: retransmissions on the RTX SSRC reach the layer as the
+// packets they repair; padding on it is dropped.
+func TestRecvPathRTX(t *testing.T) {
+	l := newRecvLab(t)
+	lay := l.tr.layer(0)
+	l.r.adoptStreams(lay, 1234, 5678, 111)
+	d, w := bound(l.tr, 9)
+	for seq := uint16(1); seq <= 10; seq++ {
+		if seq != 5 {
+			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)))
+		}
+	}
+	orig := packet(5, 5*3000, true, 100)
+	hl := rtpHeaderLen(orig)
+	rtx := append(append(append([]byte{}, orig[:hl]...), 0, 5), orig[hl:]...)
+	rtx[1] = rtx[1]&0x80 | 97
+	binary.BigEndian.PutUint16(rtx[2:4], 1)
+	binary.BigEndian.PutUint32(rtx[8:12], 5678)
+	if !l.r.readRTP(l.seal(t, rtx)) {
+		t.Fatal("the retransmission went to pion")
+	}
+	probe := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97, SequenceNumber: 2, SSRC: 5678, Padding: true, PaddingSize: 100}}
+	pb, _ := probe.Marshal()
+	l.r.readRTP(l.seal(t, pb))
+	drain(d)
+	if lay.packets.Load() != 10 || l.tap.rtpRTX.Load() != 1 || l.tap.rtpBad.Load() != 0 || w.n != 10 {
+		t.Fatalf("layer got %d packets (%d retransmitted, %d refused), the subscriber %d; want 10",
+			lay.packets.Load(), l.tap.rtpRTX.Load(), l.tap.rtpBad.Load(), w.n)
+	}
+}
+
+// TestRecvPathFeedback: the transport-wide sequence numbers of what the
+// path took, and of what it handed to pion, are in Parley's feedback.
+func TestRecvPathFeedback(t *testing.T) {
+	l := newRecvLab(t)
+	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+	for i := range 20 {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i), SSRC: 1234}, Payload: make([]byte, 50)}
+		if i%2 == 1 {
+			p.SSRC = 999 // pion's
+		}
+		_ = p.SetExtension(3, []byte{0, byte(i)})
+		b, _ := p.Marshal()
+		l.r.readRTP(l.seal(t, b))
+	}
+	fb := l.r.rec.BuildFeedbackPacket()
+	if len(fb) != 1 {
+		t.Fatalf("%d feedback packets", len(fb))
+	}
+	cc, ok := fb[0].(*rtcp.TransportLayerCC)
+	if !ok || cc.BaseSequenceNumber != 0 || cc.PacketStatusCount != 20 || cc.SenderSSRC != l.r.ssrc {
+		t.Fatalf("feedback %+v, want 20 packets from 0", fb[0])
+	}
+}
+
+// TestRecvPathDoesNotAllocate: taking a packet off the socket, decrypting
+// it and forwarding it to ten direct subscribers allocates nothing.
+func TestRecvPathDoesNotAllocate(t *testing.T) {
+	l := newRecvLab(t)
+	conn := &countingConn{last: make([]byte, 0, 2*packetMTU)}
+	downs := directDowns(t, l.tr, conn, 10)
+	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+	step := recvStep(t, l, downs)
+	for range 2 * ringSize {
+		step()
+	}
+	if allocs := testing.AllocsPerRun(1000, step); allocs != 0 {
+		t.Fatalf("%.1f allocations per received packet, want 0", allocs)
+	}
+	if l.tap.rtpBad.Load() != 0 || conn.n < 1000*len(downs) {
+		t.Fatalf("%d refused, %d datagrams sent", l.tap.rtpBad.Load(), conn.n)
+	}
+}
+
+func recvStep(t testing.TB, l *recvLab, downs []*DownTrack) func() {
+	pkt := packet(1, 1, true, 1000)
+	seq := uint16(1)
+	return func() {
+		seq++
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		l.r.readRTP(l.seal(t, pkt))
+		for _, d := range downs {
+			drain(d)
+		}
+	}
+}
+
+// BenchmarkReceiveDirect10: one packet taken off the socket, decrypted
+// and forwarded to 10 direct subscribers (BenchmarkForwardDirect10 plus
+// the SRTP decryption and the path's bookkeeping, less pion's receive
+// chain; the encryption of the test's own input is in the figure too).
+func BenchmarkReceiveDirect10(b *testing.B) {
+	l := newRecvLab(b)
+	downs := directDowns(b, l.tr, discardConn{}, 10)
+	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+	step := recvStep(b, l, downs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		step()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10, "ns/fwd-pkt")
+}
+
+// FuzzRecvRTP: whatever a publisher sends, encrypted with its own keys
+// (so past the authentication an attacker without them never gets), on
+// its media or RTX SSRC, is forwarded or dropped without a panic.
+func FuzzRecvRTP(f *testing.F) {
+	f.Add(packet(7, 1, true, 40), false)
+	f.Add(packet(8, 1, false, 3), true)
+	f.Add([]byte{0x90, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0x04, 0xd2, 0xbe, 0xde, 0, 1, 0x30, 0, 0, 0}, false)
+	f.Fuzz(func(t *testing.T, b []byte, rtx bool) {
+		l := newRecvLab(t)
+		l.r.adoptStreams(l.tr.layer(0), 1234, 5678, 96)
+		d, _ := bound(l.tr, 9)
+		if len(b) < 12 || len(b) > packetMTU {
+			return
+		}
+		b[0] = 0x80 | b[0]&0x3f
+		ssrc := uint32(1234)
+		if rtx {
+			ssrc = 5678
+		}
+		binary.BigEndian.PutUint32(b[8:12], ssrc)
+		var h rtp.Header
+		if _, err := h.Unmarshal(b); err != nil {
+			return // EncryptRTP would refuse it
+		}
+		sealed, err := l.pub.EncryptRTP(nil, b, nil)
+		if err != nil {
+			return
+		}
+		l.r.readRTP(sealed)
+		drain(d)
+	})
+}
+
+// TestVnetDirectReceive: a pion publisher on the direct receive path (and,
+// for comparison, on pion's) reaches its subscriber; it gets transport-wide
+// feedback for its packets, and receiver reports whose highest sequence
+// number follows what it sends (pion's report interceptor, which stops
+// seeing the stream once the path has it, must not send stale ones).
+func TestVnetDirectReceive(t *testing.T) {
+	for _, pionReceive := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pion_receive=%v", pionReceive), func(t *testing.T) { runVnetDirectReceive(t, pionReceive) })
+	}
+}
+
+func runVnetDirectReceive(t *testing.T, pionReceive bool) {
+	lab := newVnetLab(t, func(c *Config) { c.PionReceive = pionReceive })
+	pubNet := lab.host(vnetPublisherIP)
+	subNet := lab.host(vnetSubscriberIP)
+	lab.run()
+
+	video, _ := lab.publishVideo(vnetClientAPI(t, pubNet, true), 300_000)
+	var (
+		mu       sync.Mutex
+		rrs      []rtcp.ReceptionReport
+		feedback int
+	)
+	seen := func(pkts []rtcp.Packet) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.ReceiverReport:
+				rrs = append(rrs, p.Reports...)
+			case *rtcp.TransportLayerCC:
+				feedback += int(p.PacketStatusCount)
+			}
+		}
+	}
+	video.onRTCP.Store(&seen)
+	published := lab.track()
+	var received atomic.Uint64
+	pc, sub, connected := lab.subscribe("subscriber", vnetClientAPI(t, subNet, true), func(tr *webrtc.TrackRemote) {
+		go func() {
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
+				}
+				received.Add(1)
+			}
+		}()
+	})
+	sub.AddTrack(published, "PA_pub|camera")
+	waitConnected(t, "subscriber", pc, connected)
+	if !waitFor(10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(rrs) >= 4 && received.Load() >= 100
+	}) {
+		t.Fatalf("%d reception reports and %d packets at the subscriber in 10 s", len(rrs), received.Load())
+	}
+	st := lab.engine.Stats()
+	if pionReceive && (st.PionReceive != 1 || st.DirectReceive != 0 || st.DirectRTP != 0) ||
+		!pionReceive && (st.DirectReceive != 1 || st.PionReceive != 0 || st.DirectRTP < 100 || st.DirectRTPBad != 0) {
+		t.Fatalf("receive paths counted: direct %d, pion %d; %d packets taken, %d refused", st.DirectReceive, st.PionReceive, st.DirectRTP, st.DirectRTPBad)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sent := int(video.sent.Load())
+	// Each packet in one feedback: pion's and Parley's would report each twice.
+	if feedback < sent/2 || feedback > sent+30 {
+		t.Fatalf("transport-wide feedback on %d packets, %d sent", feedback, sent)
+	}
+	for i := 1; i < len(rrs); i++ {
+		if rrs[i].SSRC != rrs[0].SSRC {
+			t.Fatalf("reports on SSRCs %x and %x: one video stream was sent", rrs[0].SSRC, rrs[i].SSRC)
+		}
+		if rrs[i].LastSequenceNumber <= rrs[i-1].LastSequenceNumber {
+			t.Fatalf("report %d says highest sequence number %d, the one before %d: stale", i, rrs[i].LastSequenceNumber, rrs[i-1].LastSequenceNumber)
+		}
+		if rrs[i].FractionLost != 0 || rrs[i].TotalLost != 0 {
+			t.Fatalf("report %d says %d lost (fraction %d/256) on a lossless network", i, rrs[i].TotalLost, rrs[i].FractionLost)
+		}
+	}
+	t.Logf("direct receive %v: %d sent, %d at the subscriber, feedback on %d, %d reports, %d taken off the socket",
+		!pionReceive, sent, received.Load(), feedback, len(rrs), st.DirectRTP)
+}
+
+// TestRecvPathEndedTrack: once a track ends, its SSRC's packets go to pion
+// again (which finds the new track they may belong to), and the new
+// track's layer takes the SSRC over.
+func TestRecvPathEndedTrack(t *testing.T) {
+	l := newRecvLab(t)
+	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+	if !l.r.readRTP(l.seal(t, packet(1, 1, true, 100))) {
+		t.Fatal("not taken")
+	}
+	l.tr.Close()
+	if l.r.readRTP(l.seal(t, packet(2, 1, true, 100))) {
+		t.Fatal("a packet of an ended track was taken")
+	}
+	next := testTrack()
+	next.layer(0).forward(packet(2, 1, true, 100)) // what pion's read loop got
+	l.r.adoptStreams(next.layer(0), 1234, 0, 96)
+	if !l.r.readRTP(l.seal(t, packet(3, 1, true, 100))) || next.layer(0).packets.Load() != 2 || len(*l.r.streams.Load()) != 1 {
+		t.Fatalf("the new track got %d packets", next.layer(0).packets.Load())
+	}
+}
