@@ -143,7 +143,7 @@ func (r *recvPath) lookForRTX(now int64) {
 
 // readRTP handles b, an RTP packet from the publisher's address: false
 // hands it on to pion. It runs on pion's mux reader, and forwards there.
-func (r *recvPath) readRTP(b []byte) bool {
+func (r *recvPath) readRTP(b []byte, crowded bool) bool {
 	if len(b) < 12 || len(b) > receiveMTU {
 		return false
 	}
@@ -180,7 +180,7 @@ func (r *recvPath) readRTP(b []byte) bool {
 		}
 		r.rtx.Add(1)
 	}
-	s.l.forwardOn(out, true)
+	s.l.forwardOn(out, true, crowded)
 	return true
 }
 

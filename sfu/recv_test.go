@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,7 +154,7 @@ func TestRecvPathTakesOver(t *testing.T) {
 		var last []byte
 		for i := 0; i < 300; i, seq = i+1, seq+1 {
 			last = l.seal(t, packet(seq, uint32(seq)*3000, true, 200))
-			if !l.r.readRTP(last) {
+			if !l.r.readRTP(last, false) {
 				t.Fatalf("packet %d went to pion", seq)
 			}
 			n++
@@ -161,12 +162,12 @@ func TestRecvPathTakesOver(t *testing.T) {
 		if bad := l.tap.rtpBad.Load(); bad != 0 || lay.packets.Load() != uint64(n) || l.tap.rtpTaken.Load() != 300 {
 			t.Fatalf("hand-over at %d: %d refused, %d of %d forwarded, %d taken", c.handover, bad, lay.packets.Load(), n, l.tap.rtpTaken.Load())
 		}
-		if !l.r.readRTP(last) || l.tap.rtpBad.Load() != 1 || lay.packets.Load() != uint64(n) {
+		if !l.r.readRTP(last, false) || l.tap.rtpBad.Load() != 1 || lay.packets.Load() != uint64(n) {
 			t.Fatalf("a replay was forwarded (%d refused)", l.tap.rtpBad.Load())
 		}
 		other := packet(1, 1, true, 100)
 		binary.BigEndian.PutUint32(other[8:12], 999)
-		if l.r.readRTP(l.seal(t, other)) {
+		if l.r.readRTP(l.seal(t, other), false) {
 			t.Fatal("a packet of an unknown SSRC was taken")
 		}
 	}
@@ -181,7 +182,7 @@ func TestRecvPathRTX(t *testing.T) {
 	d, w := bound(l.tr, 9)
 	for seq := uint16(1); seq <= 10; seq++ {
 		if seq != 5 {
-			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)))
+			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)), false)
 		}
 	}
 	orig := packet(5, 5*3000, true, 100)
@@ -190,12 +191,12 @@ func TestRecvPathRTX(t *testing.T) {
 	rtx[1] = rtx[1]&0x80 | 97
 	binary.BigEndian.PutUint16(rtx[2:4], 1)
 	binary.BigEndian.PutUint32(rtx[8:12], 5678)
-	if !l.r.readRTP(l.seal(t, rtx)) {
+	if !l.r.readRTP(l.seal(t, rtx), false) {
 		t.Fatal("the retransmission went to pion")
 	}
 	probe := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97, SequenceNumber: 2, SSRC: 5678, Padding: true, PaddingSize: 100}}
 	pb, _ := probe.Marshal()
-	l.r.readRTP(l.seal(t, pb))
+	l.r.readRTP(l.seal(t, pb), false)
 	drain(d)
 	if lay.packets.Load() != 10 || l.tap.rtpRTX.Load() != 1 || l.tap.rtpBad.Load() != 0 || w.n != 10 {
 		t.Fatalf("layer got %d packets (%d retransmitted, %d refused), the subscriber %d; want 10",
@@ -215,7 +216,7 @@ func TestRecvPathFeedback(t *testing.T) {
 		}
 		_ = p.SetExtension(3, []byte{0, byte(i)})
 		b, _ := p.Marshal()
-		l.r.readRTP(l.seal(t, b))
+		l.r.readRTP(l.seal(t, b), false)
 	}
 	fb := l.r.rec.BuildFeedbackPacket()
 	if len(fb) != 1 {
@@ -252,7 +253,7 @@ func recvStep(t testing.TB, l *recvLab, downs []*DownTrack) func() {
 	return func() {
 		seq++
 		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		l.r.readRTP(l.seal(t, pkt))
+		l.r.readRTP(l.seal(t, pkt), false)
 		for _, d := range downs {
 			drain(d)
 		}
@@ -304,7 +305,7 @@ func FuzzRecvRTP(f *testing.F) {
 		if err != nil {
 			return
 		}
-		l.r.readRTP(sealed)
+		l.r.readRTP(sealed, false)
 		drain(d)
 	})
 }
@@ -399,17 +400,85 @@ func runVnetDirectReceive(t *testing.T, pionReceive bool) {
 func TestRecvPathEndedTrack(t *testing.T) {
 	l := newRecvLab(t)
 	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
-	if !l.r.readRTP(l.seal(t, packet(1, 1, true, 100))) {
+	if !l.r.readRTP(l.seal(t, packet(1, 1, true, 100)), false) {
 		t.Fatal("not taken")
 	}
 	l.tr.Close()
-	if l.r.readRTP(l.seal(t, packet(2, 1, true, 100))) {
+	if l.r.readRTP(l.seal(t, packet(2, 1, true, 100)), false) {
 		t.Fatal("a packet of an ended track was taken")
 	}
 	next := testTrack()
 	next.layer(0).forward(packet(2, 1, true, 100)) // what pion's read loop got
 	l.r.adoptStreams(next.layer(0), 1234, 0, 96)
-	if !l.r.readRTP(l.seal(t, packet(3, 1, true, 100))) || next.layer(0).packets.Load() != 2 || len(*l.r.streams.Load()) != 1 {
+	if !l.r.readRTP(l.seal(t, packet(3, 1, true, 100)), false) || next.layer(0).packets.Load() != 2 || len(*l.r.streams.Load()) != 1 {
 		t.Fatalf("the new track got %d packets", next.layer(0).packets.Load())
 	}
+}
+
+// TestRecvPathHandsOff: the socket's reader writes a small room's copies
+// itself; a larger room's, and every room's while the reader is crowded,
+// go to the layer's fan-out goroutine, in order.
+func TestRecvPathHandsOff(t *testing.T) {
+	for _, c := range []struct {
+		downs   int
+		crowded bool
+		inline  bool
+	}{{socketFanout, false, true}, {socketFanout + 1, false, false}, {2, true, false}} {
+		l := newRecvLab(t)
+		conn := &atomicConn{}
+		downs := directDowns(t, l.tr, conn, c.downs)
+		l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+		for seq := uint16(1); seq <= 50; seq++ {
+			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)), c.crowded)
+			if c.inline && conn.n.Load() != int64(seq)*int64(c.downs) {
+				t.Fatalf("%d subscribers, crowded %v: packet %d not written in place", c.downs, c.crowded, seq)
+			}
+		}
+		if !waitFor(5*time.Second, func() bool { return l.tr.layer(0).fanning.Load() == 0 }) {
+			t.Fatalf("%d packets still queued", l.tr.layer(0).fanning.Load())
+		}
+		for _, d := range downs {
+			drain(d) // what a room past inlineFanout queues to the writers
+		}
+		if handed := l.tr.layer(0).fan != nil; handed == c.inline || conn.n.Load() != int64(50*c.downs) {
+			t.Fatalf("%d subscribers, crowded %v: handed off %v, %d datagrams", c.downs, c.crowded, handed, conn.n.Load())
+		}
+		for _, d := range downs {
+			if d.packets.Load() != 50 {
+				t.Fatalf("a subscriber got %d packets", d.packets.Load())
+			}
+		}
+		l.tr.Close()
+	}
+}
+
+// TestTapCrowded: the reader is crowded after a window in which the direct
+// receive path took more than half its time, and not after one that did not.
+func TestTapCrowded(t *testing.T) {
+	tap := newRTCPTap(nil)
+	ms := int64(time.Millisecond)
+	for i := int64(0); i < 10; i++ {
+		tap.account(i*11*ms, i*11*ms+6*ms)
+	}
+	if !tap.crowded {
+		t.Fatal("not crowded at 55%")
+	}
+	base := 200 * ms
+	for i := int64(0); i < 10; i++ {
+		tap.account(base+i*11*ms, base+i*11*ms+3*ms)
+	}
+	if tap.crowded {
+		t.Fatal("crowded at 27%")
+	}
+}
+
+// atomicConn counts datagrams from any goroutine.
+type atomicConn struct {
+	net.PacketConn
+	n atomic.Int64
+}
+
+func (c *atomicConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	c.n.Add(1)
+	return len(b), nil
 }

@@ -34,6 +34,25 @@ type rtcpTap struct {
 
 	rtpTaken, rtpBad atomic.Uint64 // publishers' media taken here; refused
 	rtpRTX           atomic.Uint64 // retransmissions among them (tests)
+
+	// the mux reader's time in the direct receive path (account)
+	crowded             bool
+	winStart, winBusyNs int64
+}
+
+// crowdWindow is how long the reader's busy share is measured over.
+const crowdWindow = int64(100 * time.Millisecond)
+
+// account adds one packet's time on the direct receive path; over each
+// crowdWindow, a reader busy more than half of it is crowded for the next
+// (Layer.forwardOn then hands every fan-out to the layers' goroutines).
+// Only the mux reader calls it.
+func (t *rtcpTap) account(start, end int64) {
+	t.winBusyNs += end - start
+	if el := end - t.winStart; el >= crowdWindow {
+		t.crowded = 2*t.winBusyNs > el
+		t.winStart, t.winBusyNs = end, 0
+	}
 }
 
 func newRTCPTap(c net.PacketConn) *rtcpTap {
@@ -119,7 +138,13 @@ func (t *rtcpTap) take(b []byte, a netip.AddrPort) bool {
 		t.mu.RLock()
 		r := t.pubs[key(a)]
 		t.mu.RUnlock()
-		return r != nil && r.readRTP(b)
+		if r == nil {
+			return false
+		}
+		start := monoNow()
+		ok := r.readRTP(b, t.crowded)
+		t.account(start, monoNow())
+		return ok
 	}
 	t.mu.RLock()
 	p := t.byAddr[key(a)]
