@@ -80,7 +80,7 @@ type recvStream struct {
 	rtx     bool
 	pt      uint8  // rtx: the media payload type
 	ssrc    uint32 // rtx: the media SSRC
-	started bool   // under recvPath.mu: the SRTP context has the stream's ROC
+	started bool   // under recvPath.mu: a packet authenticated (the ROC is set)
 }
 
 func newRecvPath(tap *rtcpTap, remote srtpKeys, profile srtp.ProtectionProfile, tcc uint8) (*recvPath, error) {
@@ -159,11 +159,10 @@ func (r *recvPath) readRTP(b []byte, crowded bool) bool {
 		r.lookForRTX(now)
 		return false
 	}
-	if !s.started {
-		s.started = true
-		if !s.rtx {
-			r.ctx.SetROC(ssrc, s.l.rocFor(binary.BigEndian.Uint16(b[2:4])))
-		}
+	if !s.started && !s.rtx {
+		// Again until a packet authenticates: a forged first packet must
+		// not choose the counter.
+		r.ctx.SetROC(ssrc, s.l.rocFor(binary.BigEndian.Uint16(b[2:4])))
 	}
 	out, err := r.ctx.DecryptRTP(r.buf[:0], b, &r.hdr)
 	if err != nil {
@@ -172,6 +171,7 @@ func (r *recvPath) readRTP(b []byte, crowded bool) bool {
 		r.bad.Add(1)
 		return true
 	}
+	s.started = true
 	r.taken.Add(1)
 	r.record(out, ssrc, now)
 	if s.rtx {

@@ -3,8 +3,10 @@ package sfu
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -481,4 +483,75 @@ type atomicConn struct {
 func (c *atomicConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 	c.n.Add(1)
 	return len(b), nil
+}
+
+// TestRecvPathForgedFirstPacket: a packet that does not authenticate,
+// coming first with a sequence number half a cycle away, does not choose
+// the stream's rollover counter.
+func TestRecvPathForgedFirstPacket(t *testing.T) {
+	l := newRecvLab(t)
+	lay := l.tr.layer(0)
+	for seq := uint16(65000); seq != 65500; seq++ {
+		p := packet(seq, 1, true, 100)
+		_ = l.seal(t, p)
+		lay.forward(p)
+	}
+	l.r.adoptStreams(lay, 1234, 0, 96)
+	forged := l.seal(t, packet(65500, 1, true, 100))
+	forged = append([]byte{}, forged...)
+	forged[2], forged[3] = 0, 100 // as if past the next wrap
+	forged[len(forged)-1] ^= 0xff
+	l.r.readRTP(forged, false)
+	for seq := uint16(65501); seq != 200; seq++ {
+		l.r.readRTP(l.seal(t, packet(seq, 1, true, 100)), false)
+	}
+	if bad := l.tap.rtpBad.Load(); bad != 1 || lay.packets.Load() != 500+235 {
+		t.Fatalf("%d refused, %d forwarded: the forged packet broke the stream", bad, lay.packets.Load())
+	}
+}
+
+// TestRecvPathFollowsThePair: the tap takes a direct publisher's media
+// from the selected pair's address, a new UDP pair moves it, and a move to
+// ICE-TCP fails the connection (publisher_failed) and stops taking.
+func TestRecvPathFollowsThePair(t *testing.T) {
+	udp := func(ip string, port uint16) *webrtc.ICECandidate {
+		return &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolUDP, Typ: webrtc.ICECandidateTypeHost, Address: ip, Port: port}
+	}
+	local := udp("10.0.0.1", 7882)
+	l := newRecvLab(t)
+	failed := make(chan error, 1)
+	p := &Publisher{tap: l.tap, ev: PeerEvents{Failed: func(err error) { failed <- err }}}
+	p.recvPairChanged(&webrtc.ICECandidatePair{Local: local, Remote: udp("192.0.2.7", 5000)}) // no path yet: nothing
+	if len(l.tap.pubs) != 0 {
+		t.Fatal("taken before the path started")
+	}
+	p.recv = l.r
+	at := func(ip string, port uint16) *recvPath {
+		l.tap.mu.RLock()
+		defer l.tap.mu.RUnlock()
+		return l.tap.pubs[key(netip.AddrPortFrom(netip.MustParseAddr(ip), port))]
+	}
+	p.recvPairChanged(&webrtc.ICECandidatePair{Local: local, Remote: udp("192.0.2.7", 5000)})
+	p.recvPairChanged(&webrtc.ICECandidatePair{Local: local, Remote: udp("192.0.2.9", 6000)})
+	if at("192.0.2.9", 6000) != l.r || at("192.0.2.7", 5000) != nil || len(l.tap.pubs) != 1 {
+		t.Fatalf("after a new UDP pair the tap takes from %v", l.tap.pubs)
+	}
+	select {
+	case err := <-failed:
+		t.Fatalf("a new UDP pair failed the connection: %v", err)
+	default:
+	}
+	tcp := &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolTCP, Typ: webrtc.ICECandidateTypeHost, Address: "192.0.2.9", Port: 9}
+	p.recvPairChanged(&webrtc.ICECandidatePair{Local: &webrtc.ICECandidate{Protocol: webrtc.ICEProtocolTCP, Typ: webrtc.ICECandidateTypeHost, Address: "10.0.0.1", Port: 7881}, Remote: tcp})
+	if len(l.tap.pubs) != 0 || l.r.addr.Load() != nil {
+		t.Fatalf("after moving to ICE-TCP the tap still takes from %v", l.tap.pubs)
+	}
+	select {
+	case err := <-failed:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("failed with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("moving to ICE-TCP did not fail the connection")
+	}
 }

@@ -267,6 +267,47 @@ func TestSubscriberICERestart(t *testing.T) {
 	})
 }
 
+// TestPublisherICERestart: the client restarts ICE on its publisher
+// connection (an offer made with iceRestart); its media goes on, on the
+// direct receive path, which followed the pair.
+func TestPublisherICERestart(t *testing.T) {
+	s := newTestServer(t, rooms.Config{}, Config{})
+	alice := joinClient(t, s, "pub-ice", "alice")
+	alice.publish(true, false)
+	bob := joinClient(t, s, "pub-ice", "bob")
+	waitErr(t, 15*time.Second, func() error { return bob.mediaFrom([]string{"alice"}, []string{"audio"}, 20) })
+	answers := alice.count(TypeAnswer)
+	offer, err := alice.pub.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.pub.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	alice.mu.Lock()
+	descs := append([]TrackDesc(nil), alice.descs...)
+	alice.mu.Unlock()
+	alice.write(TypeOffer, Offer{SDP: offer.SDP, Tracks: descs})
+	waitFor(t, 10*time.Second, "the answer to the restart", func() bool { return alice.count(TypeAnswer) > answers })
+	waitFor(t, 10*time.Second, "alice's publisher connection is connected", func() bool {
+		return alice.pub.ConnectionState() == webrtc.PeerConnectionStateConnected
+	})
+	taken := s.engine.Stats().DirectRTP
+	n := bob.snapshot()
+	waitErr(t, 10*time.Second, func() error {
+		for sid, r := range bob.snapshot() {
+			if r.packets > n[sid].packets+50 {
+				return nil
+			}
+		}
+		return errWait
+	})
+	if st := s.engine.Stats(); st.DirectReceive != 1 || st.PionReceive != 0 || st.DirectRTP < taken+50 || st.DirectRTPBad != 0 {
+		t.Errorf("after the restart: publisher connections direct %d, pion %d; media taken %d (%d before), refused %d",
+			st.DirectReceive, st.PionReceive, st.DirectRTP, taken, st.DirectRTPBad)
+	}
+}
+
 var errWait = &waitError{}
 
 type waitError struct{}
