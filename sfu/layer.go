@@ -52,6 +52,8 @@ type Layer struct {
 
 	nack      *nackGen // video: what arrived, to ask for the rest
 	nacksSent atomic.Uint64
+	nackAt    int64    // under fmu: monotonic ns losses were last looked at
+	nackSeqs  []uint16 // under fmu: scratch
 
 	// The read loop forwards, and so does the media socket's reader once
 	// the direct receive path has the stream (recv.go): fmu makes them
@@ -177,6 +179,7 @@ func (l *Layer) forwardOn(pkt []byte, onSocket, crowded bool) {
 	seq := uint16(pkt[2])<<8 | uint16(pkt[3])
 	if l.nack != nil {
 		l.nack.received(seq)
+		l.askLost(now, mono)
 	}
 	l.rx.update(seq, binary.BigEndian.Uint32(pkt[4:8]), rtpTime(mono, l.clock))
 	l.lastNum++

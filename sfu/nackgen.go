@@ -14,7 +14,7 @@ import (
 const (
 	nackWindow   = 512                   // sequence numbers remembered (power of two)
 	nackMaxAge   = 400                   // older losses are given up on
-	nackInterval = 20 * time.Millisecond // how often losses are looked at
+	nackInterval = 20 * time.Millisecond // how often losses are looked at (at most)
 	nackRetry    = 60 * time.Millisecond // between two requests for one packet
 	nackMaxTries = 6                     // requests per packet
 	nackMaxBatch = 64                    // sequence numbers per RTCP packet
@@ -89,23 +89,20 @@ func (g *nackGen) missing(now int64, dst []uint16) []uint16 {
 	return dst
 }
 
-// nackLoop asks the publisher for the layer's lost packets until the track
-// ends.
-func (l *Layer) nackLoop(ssrc uint32, write func([]rtcp.Packet) error) {
-	tick := time.NewTicker(nackInterval)
-	defer tick.Stop()
-	var seqs []uint16
-	for {
-		select {
-		case <-l.t.done:
-			return
-		case now := <-tick.C:
-			seqs = l.nack.missing(now.UnixNano(), seqs[:0])
-			if len(seqs) == 0 {
-				continue
-			}
-			l.nacksSent.Add(uint64(len(seqs)))
-			_ = write([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)}})
-		}
+// askLost asks the publisher for the layer's lost packets, at most every
+// nackInterval. forward calls it as packets come (a loss shows only once
+// a later packet has arrived), so no timer wakes per layer: in a meeting
+// of forty video publishers those were 2000 wake-ups a second.
+func (l *Layer) askLost(now, mono int64) {
+	write := l.t.writeRTCP
+	if l.nack == nil || write == nil || l.remote == nil || mono-l.nackAt < int64(nackInterval) {
+		return
 	}
+	l.nackAt = mono
+	l.nackSeqs = l.nack.missing(now, l.nackSeqs[:0])
+	if len(l.nackSeqs) == 0 {
+		return
+	}
+	l.nacksSent.Add(uint64(len(l.nackSeqs)))
+	_ = write([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: uint32(l.remote.SSRC()), Nacks: rtcp.NackPairsFromSequenceNumbers(l.nackSeqs)}})
 }

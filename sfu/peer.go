@@ -196,13 +196,7 @@ func (e *Engine) NewPublisher(ev PeerEvents, log *slog.Logger) (*Publisher, erro
 		if remote.Kind() == webrtc.RTPCodecTypeVideo {
 			pli = pliSender(pc, remote.SSRC())
 		}
-		t, l, added := p.trackFor(remote, pli, log)
-		if added && p.keys != nil {
-			t.onFirst = p.layerStarted
-		}
-		if l != nil && l.nack != nil {
-			go l.nackLoop(uint32(remote.SSRC()), pc.WriteRTCP)
-		}
+		t, _, added := p.trackFor(remote, pli, log)
 		if !added {
 			return // one more layer of a simulcast track
 		}
@@ -230,6 +224,7 @@ func (p *Publisher) trackFor(remote *webrtc.TrackRemote, pli func(), log *slog.L
 	codec := remote.Codec().RTPCodecCapability
 	if remote.RID() == "" {
 		t = newTrack(remote.ID(), remote.Kind(), codec, pli, log)
+		p.own(t)
 		t.layer(0).remote = remote
 		return t, t.layer(0), true
 	}
@@ -245,6 +240,7 @@ func (p *Publisher) trackFor(remote *webrtc.TrackRemote, pli func(), log *slog.L
 	}
 	t = newTrackGroup(remote.ID(), remote.Kind(), codec, p.descs[remote.ID()], log)
 	t.simulcast = true
+	p.own(t)
 	p.groups[key] = t
 	p.tmu.Unlock()
 	l = t.addLayer(remote.RID(), remote, pli)
@@ -257,6 +253,16 @@ func (p *Publisher) trackFor(remote *webrtc.TrackRemote, pli func(), log *slog.L
 		p.tmu.Unlock()
 	}()
 	return t, l, true
+}
+
+// own wires a new track to the connection before any of its layers reads:
+// its NACKs go out on it, and the direct receive path (recv.go) learns of
+// each layer's first packet.
+func (p *Publisher) own(t *Track) {
+	t.writeRTCP = p.pc.WriteRTCP
+	if p.keys != nil {
+		t.onFirst = p.layerStarted
+	}
 }
 
 // SetLayers tells the connection what the simulcast encodings of a track

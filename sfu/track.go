@@ -59,6 +59,10 @@ type Track struct {
 
 	stats *engineStats // nil in unit tests
 
+	// writeRTCP sends RTCP to the publisher (the layers' NACKs); nil in
+	// unit tests.
+	writeRTCP func([]rtcp.Packet) error
+
 	// onFirst is called by each layer's read loop after its first packet
 	// (the publisher's direct receive path, recv.go); nil: nothing to do.
 	onFirst func(*Layer)
