@@ -70,8 +70,21 @@ type recvPath struct {
 	lastRX int64  // monotonic ns the RTX SSRCs were last looked for
 
 	taken, bad, rtx *atomic.Uint64 // the tap's counters
-	done            chan struct{}
-	doneOnce        sync.Once
+
+	rtcp     *rtcpReader // the publisher's RTCP: its sender reports
+	srMu     sync.Mutex
+	srs      map[uint32]lastSR // by media SSRC
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+// lastSR is the last sender report of a stream: the middle 32 bits of its
+// NTP time, and when it came (monotonic ns), for the receiver reports'
+// LSR and DLSR (RFC 3550 section 6.4.1), from which the publisher learns
+// its round-trip time.
+type lastSR struct {
+	ntp uint32
+	at  int64
 }
 
 // recvStream is one SSRC the path takes: a layer's media or its RTX.
@@ -88,9 +101,14 @@ func newRecvPath(tap *rtcpTap, remote srtpKeys, profile srtp.ProtectionProfile, 
 	if err != nil {
 		return nil, err
 	}
+	rctx, err := srtp.CreateContext(remote.key, remote.salt, profile, srtp.SRTCPReplayProtection(srtcpReplayWindow))
+	if err != nil {
+		return nil, err
+	}
 	ssrc := rand.Uint32()
 	r := &recvPath{ctx: ctx, tcc: tcc, rec: twcc.NewRecorder(ssrc), ssrc: ssrc, done: make(chan struct{}),
-		taken: &tap.rtpTaken, bad: &tap.rtpBad, rtx: &tap.rtpRTX}
+		taken: &tap.rtpTaken, bad: &tap.rtpBad, rtx: &tap.rtpRTX, srs: map[uint32]lastSR{}}
+	r.rtcp = &rtcpReader{ctx: rctx, handle: r.handleRTCP}
 	r.streams.Store(&map[uint32]*recvStream{})
 	return r, nil
 }
@@ -182,6 +200,26 @@ func (r *recvPath) readRTP(b []byte, crowded bool) bool {
 	}
 	s.l.forwardOn(out, true, crowded)
 	return true
+}
+
+// handleRTCP keeps the sender reports of one decrypted compound packet of
+// the publisher's; the rest (SDES, BYE) has no use on this connection.
+func (r *recvPath) handleRTCP(b []byte) {
+	now := monoNow()
+	for len(b) >= 4 {
+		n := 4 * (int(binary.BigEndian.Uint16(b[2:4])) + 1)
+		if n > len(b) {
+			return
+		}
+		if b[1] == 200 && n >= 28 { // SR: SSRC, then the 64-bit NTP time
+			r.srMu.Lock()
+			if len(r.srs) < 64 || r.srs[binary.BigEndian.Uint32(b[4:8])] != (lastSR{}) {
+				r.srs[binary.BigEndian.Uint32(b[4:8])] = lastSR{ntp: binary.BigEndian.Uint32(b[10:14]), at: now}
+			}
+			r.srMu.Unlock()
+		}
+		b = b[n:]
+	}
 }
 
 // record notes b's transport-wide sequence number for the feedback.
@@ -279,9 +317,17 @@ func (r *recvPath) receiverReport() *rtcp.ReceiverReport {
 		s.l.fmu.Lock()
 		rr, ok := s.l.rx.report(ssrc)
 		s.l.fmu.Unlock()
-		if ok {
-			reports = append(reports, rr)
+		if !ok {
+			continue
 		}
+		r.srMu.Lock()
+		sr, has := r.srs[ssrc]
+		r.srMu.Unlock()
+		if has {
+			// DLSR in units of 1/65536 s
+			rr.LastSenderReport, rr.Delay = sr.ntp, uint32((monoNow()-sr.at)*65536/int64(time.Second))
+		}
+		reports = append(reports, rr)
 		if len(reports) == 31 { // the report count field's most
 			break
 		}

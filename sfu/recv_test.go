@@ -316,7 +316,8 @@ func FuzzRecvRTP(f *testing.F) {
 // for comparison, on pion's) reaches its subscriber; it gets transport-wide
 // feedback for its packets, and receiver reports whose highest sequence
 // number follows what it sends (pion's report interceptor, which stops
-// seeing the stream once the path has it, must not send stale ones).
+// seeing the stream once the path has it, must not send stale ones) and,
+// on the direct path, whose LSR answers its sender reports.
 func TestVnetDirectReceive(t *testing.T) {
 	for _, pionReceive := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pion_receive=%v", pionReceive), func(t *testing.T) { runVnetDirectReceive(t, pionReceive) })
@@ -387,6 +388,9 @@ func runVnetDirectReceive(t *testing.T, pionReceive bool) {
 		}
 		if rrs[i].LastSequenceNumber <= rrs[i-1].LastSequenceNumber {
 			t.Fatalf("report %d says highest sequence number %d, the one before %d: stale", i, rrs[i].LastSequenceNumber, rrs[i-1].LastSequenceNumber)
+		}
+		if !pionReceive && i == len(rrs)-1 && rrs[i].LastSenderReport == 0 {
+			t.Fatalf("the last of %d reports has no LSR: the publisher's sender reports were not read", len(rrs))
 		}
 		if rrs[i].FractionLost != 0 || rrs[i].TotalLost != 0 {
 			t.Fatalf("report %d says %d lost (fraction %d/256) on a lossless network", i, rrs[i].TotalLost, rrs[i].FractionLost)
@@ -553,5 +557,51 @@ func TestRecvPathFollowsThePair(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("moving to ICE-TCP did not fail the connection")
+	}
+}
+
+// TestRecvPathSenderReports: the publisher's sender reports, read off the
+// socket, give the receiver reports their LSR and DLSR (RFC 3550 6.4.1),
+// from which the publisher computes its round-trip time; RTCP that does
+// not decrypt is not taken.
+func TestRecvPathSenderReports(t *testing.T) {
+	l := newRecvLab(t)
+	lay := l.tr.layer(0)
+	l.r.adoptStreams(lay, 1234, 0, 96)
+	for seq := uint16(1); seq <= 10; seq++ {
+		l.r.readRTP(l.seal(t, packet(seq, 1, true, 100)), false)
+	}
+	if rr := l.r.receiverReport(); rr == nil || len(rr.Reports) != 1 || rr.Reports[0].LastSenderReport != 0 {
+		t.Fatalf("before any sender report: %+v", rr)
+	}
+	comp := []rtcp.Packet{
+		&rtcp.SenderReport{SSRC: 1234, NTPTime: 0x1122334455667788, RTPTime: 9, PacketCount: 10, OctetCount: 1000},
+		&rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{Source: 1234, Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: "pub"}}}}},
+	}
+	raw, err := rtcp.Marshal(comp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := l.pub.EncryptRTCP(nil, raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := append([]byte{}, sealed...)
+	forged[len(forged)-5] ^= 1
+	if l.r.rtcp.read(forged) {
+		t.Fatal("RTCP that does not authenticate was taken")
+	}
+	if !l.r.rtcp.read(sealed) {
+		t.Fatal("the sender report was not taken")
+	}
+	time.Sleep(50 * time.Millisecond)
+	rr := l.r.receiverReport()
+	if rr == nil || len(rr.Reports) != 1 {
+		t.Fatalf("report %+v", rr)
+	}
+	got := rr.Reports[0]
+	// 50 ms = 3277 units of 1/65536 s
+	if got.LastSenderReport != 0x33445566 || got.Delay < 3000 || got.Delay > 3277+65536/10 {
+		t.Fatalf("LSR %x DLSR %d, want 33445566 and about 3300", got.LastSenderReport, got.Delay)
 	}
 }

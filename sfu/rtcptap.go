@@ -34,6 +34,7 @@ type rtcpTap struct {
 
 	rtpTaken, rtpBad atomic.Uint64 // publishers' media taken here; refused
 	rtpRTX           atomic.Uint64 // retransmissions among them (tests)
+	pubRTCP          atomic.Uint64 // direct publishers' RTCP taken (tests)
 
 	// the mux reader's time in the direct receive path (account)
 	crowded             bool
@@ -148,12 +149,20 @@ func (t *rtcpTap) take(b []byte, a netip.AddrPort) bool {
 	}
 	t.mu.RLock()
 	p := t.byAddr[key(a)]
-	t.mu.RUnlock()
-	if p == nil || !p.readRTCP(b) {
-		return false
+	var r *recvPath
+	if p == nil {
+		r = t.pubs[key(a)] // a direct publisher's sender reports
 	}
-	t.taken.Add(1)
-	return true
+	t.mu.RUnlock()
+	switch {
+	case p != nil && p.readRTCP(b):
+		t.taken.Add(1)
+		return true
+	case r != nil && r.rtcp.read(b):
+		t.pubRTCP.Add(1)
+		return true
+	}
+	return false
 }
 
 func (t *rtcpTap) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -199,8 +208,8 @@ func (t *rtcpTap) WriteToAddrPort(b []byte, a netip.AddrPort) (int, error) {
 }
 
 // rtcpReader decrypts one direct connection's SRTCP (the client's keys)
-// and hands the compound packet to the subscriber. Only the mux's reader
-// calls it.
+// and hands the compound packet to the subscriber, or to the publisher's
+// receive path. Only the mux's reader calls it.
 type rtcpReader struct {
 	mu     sync.Mutex
 	ctx    *srtp.Context
@@ -215,8 +224,10 @@ const receiveMTU = 1500
 
 // readRTCP: false when b does not decrypt (it then goes to pion, which
 // will drop it as well, or knows better).
-func (p *directPath) readRTCP(b []byte) bool {
-	r := p.rtcp
+func (p *directPath) readRTCP(b []byte) bool { return p.rtcp.read(b) }
+
+// read decrypts b and hands it on; false when it does not decrypt.
+func (r *rtcpReader) read(b []byte) bool {
 	if len(b) > receiveMTU {
 		return false
 	}

@@ -217,13 +217,15 @@ const outgoingEstimate = `(async () => {
 })()`
 
 // remoteInbound counts the publisher connection's kinds (audio, video)
-// with a remote-inbound-rtp entry, which only receiver reports make.
+// with a remote-inbound-rtp entry, which only receiver reports make, that
+// has a round-trip time, which needs their LSR to answer the browser's
+// sender reports.
 const remoteInbound = `(async () => {
   const pc = window.parley && window.parley.publisherPC;
   if (!pc) return 0;
   const stats = await pc.getStats();
   const kinds = new Set();
-  stats.forEach((r) => { if (r.type === 'remote-inbound-rtp' && r.packetsLost !== undefined) kinds.add(r.kind); });
+  stats.forEach((r) => { if (r.type === 'remote-inbound-rtp' && r.packetsLost !== undefined && r.roundTripTime > 0) kinds.add(r.kind); });
   return kinds.size;
 })()`
 
@@ -347,7 +349,8 @@ func TestBrowserCall(t *testing.T) {
 	// decrypts Chromium's simulcast media off the socket and sends it
 	// transport-wide feedback and receiver reports. Chromium's bandwidth
 	// estimate climbs from its 300 kbit/s start only on that feedback, and
-	// its remote-inbound-rtp entries come from the receiver reports.
+	// its remote-inbound-rtp entries (with a round-trip time: the reports
+	// answer its sender reports) come from the receiver reports.
 	if m := scrape(t, a); m[`parley_publisher_connections_total{receive_path="direct"}`] < 2 || m[`parley_publisher_connections_total{receive_path="pion"}`] != 0 ||
 		m["parley_direct_rtp_packets_total"] == 0 || m["parley_direct_rtp_refused_total"] != 0 {
 		t.Errorf("publisher connections by receive path: direct %v, pion %v; want both browsers direct; media read directly: %v, refused %v",
@@ -356,7 +359,7 @@ func TestBrowserCall(t *testing.T) {
 	}
 	est := alice.waitFor(t, "alice's bandwidth estimate climbs on Parley's feedback", outgoingEstimate, 20*time.Second, func(v float64) bool { return v > 600_000 })
 	t.Logf("alice's bandwidth estimate: %.0f bit/s", est)
-	alice.waitFor(t, "alice has receiver reports on her audio and video", remoteInbound, 10*time.Second, func(v float64) bool { return v >= 2 })
+	alice.waitFor(t, "alice has receiver reports and a round-trip time on her audio and video", remoteInbound, 10*time.Second, func(v float64) bool { return v >= 2 })
 	bobSID := selfField(t, bob, "sid")
 	// logBob logs, when a subtest fails, what bob receives of alice.
 	logBob := func(t *testing.T) {
