@@ -605,3 +605,24 @@ func TestRecvPathSenderReports(t *testing.T) {
 		t.Fatalf("LSR %x DLSR %d, want 33445566 and about 3300", got.LastSenderReport, got.Delay)
 	}
 }
+
+// FuzzPublisherRTCP: whatever compound packet a publisher sends (past the
+// authentication), reading its sender reports neither panics nor keeps
+// more than 64 streams' worth.
+func FuzzPublisherRTCP(f *testing.F) {
+	sr, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.SenderReport{SSRC: 1234, NTPTime: 1 << 40}})
+	f.Add(sr)
+	f.Add([]byte{0x80, 200, 0, 0})
+	f.Add([]byte{0x80, 200, 0xff, 0xff, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l := newRecvLab(t)
+		l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+		l.r.readRTP(l.seal(t, packet(1, 1, true, 10)), false)
+		l.r.handleRTCP(b)
+		l.r.handleRTCP(append(append([]byte{}, b...), b...))
+		if len(l.r.srs) > 64 {
+			t.Fatalf("%d sender reports kept", len(l.r.srs))
+		}
+		_ = l.r.receiverReport()
+	})
+}
