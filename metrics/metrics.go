@@ -57,7 +57,7 @@ var (
 	bytesInDesc      = desc("bytes_in_total", "RTP bytes received from publishers.")
 	packetsOutDesc   = desc("packets_out_total", "RTP packets forwarded to subscribers.")
 	bytesOutDesc     = desc("bytes_out_total", "RTP bytes forwarded to subscribers.")
-	droppedDesc      = desc("packets_dropped_total", "Packets a slow subscriber skipped.")
+	droppedDesc      = desc("packets_dropped_total", "Packets a slow subscriber skipped, or that an overloaded server's fan-out queue refused (all of that layer's subscribers then miss them).")
 	nacksDesc        = desc("nacks_total", "Packets subscribers asked to resend (NACK).")
 	plisDesc         = desc("plis_total", "Keyframe requests (PLI) sent to publishers.")
 	retransDesc      = desc("retransmissions_total", "Packets resent in answer to NACKs.")

@@ -144,7 +144,9 @@ func (l *Layer) readLoop() {
 const inlineFanout = 256
 
 // forward stores one packet and queues it to every DownTrack of the layer.
-// It is the per-packet hot path: no allocation, no lock held across a write.
+// It is the per-packet hot path: no allocation; fmu is held across the
+// writes, but only the hand-over to the direct receive path and the
+// once-a-second receiver report ever wait for it.
 func (l *Layer) forward(pkt []byte) { l.forwardOn(pkt, false, false) }
 
 // forwardOn is forward; onSocket says it runs on the media socket's reader

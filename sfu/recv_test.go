@@ -626,3 +626,17 @@ func FuzzPublisherRTCP(f *testing.F) {
 		_ = l.r.receiverReport()
 	})
 }
+
+// TestFanQueueDrops: a fan-out goroutine fanQueue packets behind refuses
+// more, and the refusals are counted with the drops.
+func TestFanQueueDrops(t *testing.T) {
+	tr := testTrack()
+	l := tr.layer(0)
+	l.fanOnce.Do(func() { l.fan = make(chan uint64, fanQueue) }) // a goroutine that never reads
+	for i := range fanQueue + 5 {
+		l.handOff(uint64(i))
+	}
+	if tr.fanDrops() != 5 || l.fanning.Load() != fanQueue {
+		t.Fatalf("%d dropped, %d queued; want 5 and %d", tr.fanDrops(), l.fanning.Load(), fanQueue)
+	}
+}

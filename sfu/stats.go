@@ -12,7 +12,7 @@ import (
 type Stats struct {
 	PacketsIn, BytesIn   uint64 // RTP received from publishers
 	PacketsOut, BytesOut uint64 // RTP forwarded to subscribers
-	Drops                uint64 // packets a slow subscriber skipped
+	Drops                uint64 // packets a slow subscriber skipped, or an overloaded fan-out (Layer.handOff)
 	NACKs                uint64 // packets subscribers asked to resend
 	PLIs                 uint64 // keyframe requests sent to publishers
 	Retransmissions      uint64 // packets resent in answer to NACKs
@@ -82,6 +82,7 @@ func (s *engineStats) endTrack(t *Track) {
 		s.ended.BytesIn += t.Bytes()
 		s.ended.PLIs += t.plis()
 		s.ended.NACKsSent += t.nacksSent()
+		s.ended.Drops += t.fanDrops()
 	}
 	s.mu.Unlock()
 }
@@ -120,6 +121,7 @@ func (e *Engine) Stats() Stats {
 		st.BytesIn += t.Bytes()
 		st.PLIs += t.plis()
 		st.NACKsSent += t.nacksSent()
+		st.Drops += t.fanDrops()
 	}
 	var lossSum float64
 	var reported int

@@ -246,6 +246,18 @@ func (t *Track) nacksSent() uint64 {
 	return n
 }
 
+// fanDrops counts the packets the layers' fan-out goroutines were too far
+// behind to take (Layer.handOff).
+func (t *Track) fanDrops() uint64 {
+	var n uint64
+	for i := range maxLayers {
+		if l := t.layer(i); l != nil {
+			n += l.fanDrops.Load()
+		}
+	}
+	return n
+}
+
 // Subscribers counts the DownTracks fed by t.
 func (t *Track) Subscribers() int { return len(t.all.load()) }
 
