@@ -70,6 +70,7 @@ type Layer struct {
 	fan      chan uint64
 	fanning  atomic.Int32 // packets handed off and not yet written
 	fanDrops atomic.Uint64
+	fanBusy  atomic.Pointer[atomic.Int64] // where fan-out time is added (rtcpTap.handedNs)
 }
 
 func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
@@ -213,8 +214,9 @@ func (l *Layer) forwardOn(pkt []byte, onSocket, crowded bool) {
 // goroutine hand-off. A larger room's packet is handed to the layer's
 // fan-out goroutine, which spreads the rest over the cores as a read loop
 // does (inlineFanout); so is every packet while the reader is busy more
-// than half the time (crowded), so that many rooms' fan-outs do not queue
-// behind one reader. Alternated runs (docs/performance.md) had writing in
+// than half the time (crowded, counting the fan-outs it handed off, so
+// that it stays crowded while handing off is what keeps it free), so that
+// many rooms' fan-outs do not queue behind one reader. Alternated runs (docs/performance.md) had writing in
 // place ahead of handing off from 16 copies up: 6-8% less CPU with 50
 // subscribers, the same in the saturated audio room, which is crowded.
 const socketFanout = inlineFanout
@@ -244,8 +246,12 @@ func (l *Layer) fanLoop() {
 	for {
 		select {
 		case num := <-l.fan:
+			start := monoNow()
 			l.fanOut(num)
 			l.fanning.Add(-1)
+			if b := l.fanBusy.Load(); b != nil {
+				b.Add(monoNow() - start)
+			}
 		case <-l.t.done:
 			return
 		}

@@ -70,6 +70,7 @@ type recvPath struct {
 	lastRX int64  // monotonic ns the RTX SSRCs were last looked for
 
 	taken, bad, rtx *atomic.Uint64 // the tap's counters
+	handed          *atomic.Int64  // the tap's: time its layers' fan-out goroutines spent
 
 	rtcp     *rtcpReader // the publisher's RTCP: its sender reports
 	srMu     sync.Mutex
@@ -107,7 +108,7 @@ func newRecvPath(tap *rtcpTap, remote srtpKeys, profile srtp.ProtectionProfile, 
 	}
 	ssrc := rand.Uint32()
 	r := &recvPath{ctx: ctx, tcc: tcc, rec: twcc.NewRecorder(ssrc), ssrc: ssrc, done: make(chan struct{}),
-		taken: &tap.rtpTaken, bad: &tap.rtpBad, rtx: &tap.rtpRTX, srs: map[uint32]lastSR{}}
+		taken: &tap.rtpTaken, bad: &tap.rtpBad, rtx: &tap.rtpRTX, handed: &tap.handedNs, srs: map[uint32]lastSR{}}
 	r.rtcp = &rtcpReader{ctx: rctx, handle: r.handleRTCP}
 	r.streams.Store(&map[uint32]*recvStream{})
 	return r, nil
@@ -123,6 +124,7 @@ func (r *recvPath) adopt(l *Layer) {
 // adoptStreams takes the media stream ssrc of l and, when not 0, its RTX
 // stream rtx (pt: the media payload type).
 func (r *recvPath) adoptStreams(l *Layer, ssrc, rtx uint32, pt uint8) {
+	l.fanBusy.Store(r.handed)
 	r.smu.Lock()
 	defer r.smu.Unlock()
 	old := *r.streams.Load()

@@ -459,22 +459,32 @@ func TestRecvPathHandsOff(t *testing.T) {
 }
 
 // TestTapCrowded: the reader is crowded after a window in which the direct
-// receive path took more than half its time, and not after one that did not.
+// receive path took more than half its time, counting the fan-outs it
+// handed off (so that handing off does not end it at once), and not after
+// one that did not.
 func TestTapCrowded(t *testing.T) {
 	tap := newRTCPTap(nil)
 	ms := int64(time.Millisecond)
-	for i := int64(0); i < 10; i++ {
-		tap.account(i*11*ms, i*11*ms+6*ms)
+	now := int64(0)
+	// run: 20 packets 10 ms apart, each busy ms in the reader and handed
+	// ms in the fan-out goroutines; then whether the reader is crowded.
+	run := func(busy, handed int64) bool {
+		for range 20 {
+			tap.handedNs.Add(handed * ms / 10)
+			tap.account(now, now+busy*ms/10)
+			now += 10 * ms
+		}
+		return tap.crowded
 	}
-	if !tap.crowded {
-		t.Fatal("not crowded at 55%")
+	if !run(60, 0) {
+		t.Fatal("not crowded at 60%")
 	}
-	base := 200 * ms
-	for i := int64(0); i < 10; i++ {
-		tap.account(base+i*11*ms, base+i*11*ms+3*ms)
+	// Handing off frees the reader; the goroutines' time keeps it crowded.
+	if !run(10, 50) {
+		t.Fatal("not crowded at 10% in the reader and 50% handed off")
 	}
-	if tap.crowded {
-		t.Fatal("crowded at 27%")
+	if run(20, 10) {
+		t.Fatal("crowded at 20% in the reader and 10% handed off")
 	}
 }
 

@@ -39,20 +39,24 @@ type rtcpTap struct {
 	// the mux reader's time in the direct receive path (account)
 	crowded             bool
 	winStart, winBusyNs int64
+	winHanded           int64        // handedNs when the window began
+	handedNs            atomic.Int64 // time the fan-out goroutines spent on what the reader handed them
 }
 
 // crowdWindow is how long the reader's busy share is measured over.
 const crowdWindow = int64(100 * time.Millisecond)
 
 // account adds one packet's time on the direct receive path; over each
-// crowdWindow, a reader busy more than half of it is crowded for the next
+// crowdWindow, a reader that was, or would have been without handing
+// fan-outs off, busy more than half of it is crowded for the next
 // (Layer.forwardOn then hands every fan-out to the layers' goroutines).
 // Only the mux reader calls it.
 func (t *rtcpTap) account(start, end int64) {
 	t.winBusyNs += end - start
 	if el := end - t.winStart; el >= crowdWindow {
-		t.crowded = 2*t.winBusyNs > el
-		t.winStart, t.winBusyNs = end, 0
+		h := t.handedNs.Load()
+		t.crowded = 2*(t.winBusyNs+h-t.winHanded) > el
+		t.winStart, t.winBusyNs, t.winHanded = end, 0, h
 	}
 }
 
