@@ -30,6 +30,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -150,6 +151,23 @@ type directPath struct {
 	profile srtp.ProtectionProfile
 	addr    atomic.Pointer[net.UDPAddr]
 	rtcp    *rtcpReader // the client's RTCP, taken off the socket (rtcptap.go); nil: through pion
+}
+
+// directStart is what a connection's direct path starts from once it is
+// up: both directions' SRTP keys (the master secret is forgotten after),
+// and the selected ICE pair's remote address, which the path must be able
+// to write to.
+func directStart(k *dtlsKeys, pc *webrtc.PeerConnection) (local, remote srtpKeys, profile srtp.ProtectionProfile, addr *net.UDPAddr, err error) {
+	local, remote, profile, err = k.keys()
+	k.forget()
+	if err != nil {
+		return local, remote, 0, nil, err
+	}
+	pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if addr = pairAddr(pair); err != nil || addr == nil {
+		return local, remote, 0, nil, fmt.Errorf("%w (pair %v)", errNoDirectPair, pair)
+	}
+	return local, remote, profile, addr, nil
 }
 
 // pairAddr is the remote address of a selected pair the direct path can

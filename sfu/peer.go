@@ -407,18 +407,10 @@ func (s *Subscriber) startDirect() {
 		s.stats.pionConns.Add(1)
 		return
 	}
-	local, remote, profile, err := s.keys.keys()
-	s.keys.forget()
+	local, remote, profile, addr, err := directStart(s.keys, s.pc)
 	if err != nil {
 		s.stats.pionConns.Add(1)
 		s.log.Debug("subscriber sends through pion", "why", err)
-		return
-	}
-	pair, err := s.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
-	addr := pairAddr(pair)
-	if err != nil || addr == nil {
-		s.stats.pionConns.Add(1)
-		s.log.Debug("subscriber sends through pion", "why", errNoDirectPair, "pair", pair)
 		return
 	}
 	s.stats.directConns.Add(1)

@@ -161,13 +161,12 @@ func (r *recvPath) lookForRTX(now int64) {
 	}
 }
 
-// readRTP handles b, an RTP packet from the publisher's address: false
-// hands it on to pion. It runs on pion's mux reader, and forwards there.
-func (r *recvPath) readRTP(b []byte, crowded bool) bool {
+// readRTP handles b, an RTP packet from the publisher's address, read at
+// now (monotonic ns): false hands it on to pion. It runs on pion's mux reader, and forwards there.
+func (r *recvPath) readRTP(b []byte, now int64, crowded bool) bool {
 	if len(b) < 12 || len(b) > receiveMTU {
 		return false
 	}
-	now := monoNow()
 	ssrc := binary.BigEndian.Uint32(b[8:12])
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -453,21 +452,11 @@ func (p *Publisher) startDirect() {
 		p.stats.recvPion.Add(1)
 		return
 	}
-	_, remote, profile, err := p.keys.keys()
-	p.keys.forget()
-	if err != nil {
-		p.stats.recvPion.Add(1)
-		p.log.Debug("publisher receives through pion", "why", err)
-		return
+	_, remote, profile, addr, err := directStart(p.keys, p.pc)
+	var r *recvPath
+	if err == nil {
+		r, err = newRecvPath(p.tap, remote, profile, p.tccID())
 	}
-	pair, err := p.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
-	addr := pairAddr(pair)
-	if err != nil || addr == nil {
-		p.stats.recvPion.Add(1)
-		p.log.Debug("publisher receives through pion", "why", errNoDirectPair, "pair", pair)
-		return
-	}
-	r, err := newRecvPath(p.tap, remote, profile, p.tccID())
 	if err != nil {
 		p.stats.recvPion.Add(1)
 		p.log.Debug("publisher receives through pion", "why", err)

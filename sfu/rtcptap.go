@@ -85,48 +85,51 @@ func key(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().U
 
 // add sends the RTCP from a to p; a nil a does nothing.
 func (t *rtcpTap) add(a *net.UDPAddr, p *directPath) {
-	if t == nil || a == nil {
-		return
+	if t != nil {
+		tapAdd(&t.mu, t.byAddr, a, p)
 	}
-	t.mu.Lock()
-	t.byAddr[key(a.AddrPort())] = p
-	t.mu.Unlock()
 }
 
 // remove stops taking the RTCP from a, if it still goes to p.
 func (t *rtcpTap) remove(a *net.UDPAddr, p *directPath) {
-	if t == nil || a == nil {
-		return
+	if t != nil {
+		tapRemove(&t.mu, t.byAddr, a, p)
 	}
-	k := key(a.AddrPort())
-	t.mu.Lock()
-	if t.byAddr[k] == p {
-		delete(t.byAddr, k)
-	}
-	t.mu.Unlock()
 }
 
 // addPublisher sends the media from a to r; a nil a does nothing.
 func (t *rtcpTap) addPublisher(a *net.UDPAddr, r *recvPath) {
-	if t == nil || a == nil {
-		return
+	if t != nil {
+		tapAdd(&t.mu, t.pubs, a, r)
 	}
-	t.mu.Lock()
-	t.pubs[key(a.AddrPort())] = r
-	t.mu.Unlock()
 }
 
 // removePublisher stops taking the media from a, if it still goes to r.
 func (t *rtcpTap) removePublisher(a *net.UDPAddr, r *recvPath) {
-	if t == nil || a == nil {
+	if t != nil {
+		tapRemove(&t.mu, t.pubs, a, r)
+	}
+}
+
+func tapAdd[V comparable](mu *sync.RWMutex, m map[netip.AddrPort]V, a *net.UDPAddr, v V) {
+	if a == nil {
+		return
+	}
+	mu.Lock()
+	m[key(a.AddrPort())] = v
+	mu.Unlock()
+}
+
+func tapRemove[V comparable](mu *sync.RWMutex, m map[netip.AddrPort]V, a *net.UDPAddr, v V) {
+	if a == nil {
 		return
 	}
 	k := key(a.AddrPort())
-	t.mu.Lock()
-	if t.pubs[k] == r {
-		delete(t.pubs, k)
+	mu.Lock()
+	if m[k] == v {
+		delete(m, k)
 	}
-	t.mu.Unlock()
+	mu.Unlock()
 }
 
 // isRTCP: an RTP-version packet whose second byte is an RTCP packet type
@@ -147,7 +150,7 @@ func (t *rtcpTap) take(b []byte, a netip.AddrPort) bool {
 			return false
 		}
 		start := monoNow()
-		ok := r.readRTP(b, t.crowded)
+		ok := r.readRTP(b, start, t.crowded)
 		t.account(start, monoNow())
 		return ok
 	}

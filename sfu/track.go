@@ -204,59 +204,32 @@ func (t *Track) isDone() bool {
 // Done is closed when the track has ended.
 func (t *Track) Done() <-chan struct{} { return t.done }
 
-// Packets counts what the track received, all layers together.
-func (t *Track) Packets() uint64 {
+// sum adds one counter of every layer.
+func (t *Track) sum(counter func(*Layer) *atomic.Uint64) uint64 {
 	var n uint64
 	for i := range maxLayers {
 		if l := t.layer(i); l != nil {
-			n += l.packets.Load()
+			n += counter(l).Load()
 		}
 	}
 	return n
 }
+
+// Packets counts what the track received, all layers together.
+func (t *Track) Packets() uint64 { return t.sum(func(l *Layer) *atomic.Uint64 { return &l.packets }) }
 
 // Bytes counts received RTP bytes, all layers together.
-func (t *Track) Bytes() uint64 {
-	var n uint64
-	for i := range maxLayers {
-		if l := t.layer(i); l != nil {
-			n += l.bytes.Load()
-		}
-	}
-	return n
-}
+func (t *Track) Bytes() uint64 { return t.sum(func(l *Layer) *atomic.Uint64 { return &l.bytes }) }
 
-func (t *Track) plis() uint64 {
-	var n uint64
-	for i := range maxLayers {
-		if l := t.layer(i); l != nil {
-			n += l.plis.Load()
-		}
-	}
-	return n
-}
+func (t *Track) plis() uint64 { return t.sum(func(l *Layer) *atomic.Uint64 { return &l.plis }) }
 
 func (t *Track) nacksSent() uint64 {
-	var n uint64
-	for i := range maxLayers {
-		if l := t.layer(i); l != nil {
-			n += l.nacksSent.Load()
-		}
-	}
-	return n
+	return t.sum(func(l *Layer) *atomic.Uint64 { return &l.nacksSent })
 }
 
 // fanDrops counts the packets the layers' fan-out goroutines were too far
 // behind to take (Layer.handOff).
-func (t *Track) fanDrops() uint64 {
-	var n uint64
-	for i := range maxLayers {
-		if l := t.layer(i); l != nil {
-			n += l.fanDrops.Load()
-		}
-	}
-	return n
-}
+func (t *Track) fanDrops() uint64 { return t.sum(func(l *Layer) *atomic.Uint64 { return &l.fanDrops }) }
 
 // Subscribers counts the DownTracks fed by t.
 func (t *Track) Subscribers() int { return len(t.all.load()) }
