@@ -70,6 +70,8 @@ var (
 	batchPktsDesc    = desc("batch_send_packets_total", "Packets the batched sender sent (rtc.batch_send only).")
 	batchErrsDesc    = desc("batch_send_errors_total", "Failed batched sends (rtc.batch_send only).")
 	batchGSODesc     = desc("batch_send_gso", "1 while the media socket takes UDP GSO, 0 once the kernel refused it (rtc.batch_send only).")
+	batchReadsDesc   = desc("batch_recv_calls_total", "recvmmsg system calls of the media socket's reader (rtc.batch_send only).")
+	batchReadPktDesc = desc("batch_recv_packets_total", "Datagrams the media socket's reader read with them (rtc.batch_send only).")
 	sendPathDesc     = desc("subscriber_connections_total", "Subscriber connections that came up, by the path their media is sent on: direct (Parley encrypts and writes to the UDP port) or pion (pion's SRTP and ICE: ICE-TCP, rtc.direct_send off, or Parley not the DTLS server).", "send_path")
 	directRTCPDesc   = desc("direct_rtcp_packets_total", "RTCP packets of direct subscriber connections read off the media socket and decrypted by Parley rather than by pion.")
 	recvPathDesc     = desc("publisher_connections_total", "Publisher connections that came up, by the path their media is received on: direct (Parley reads and decrypts it off the UDP port) or pion (pion's ICE and SRTP: ICE-TCP, rtc.direct_receive off, or Parley not the DTLS server).", "receive_path")
@@ -98,7 +100,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
 		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, sendPathDesc, directRTCPDesc, recvPathDesc, directRTPDesc, directRTPBadDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
-		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchGSODesc,
+		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchGSODesc, batchReadsDesc, batchReadPktDesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
 	}
@@ -151,6 +153,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(batchMsgsDesc, b.Messages)
 		counter(batchPktsDesc, b.Packets)
 		counter(batchErrsDesc, b.Errors)
+		counter(batchReadsDesc, b.Reads)
+		counter(batchReadPktDesc, b.ReadPkts)
 		gso := 0.0
 		if b.GSO {
 			gso = 1

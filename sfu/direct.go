@@ -150,7 +150,8 @@ type directPath struct {
 	salt    []byte
 	profile srtp.ProtectionProfile
 	addr    atomic.Pointer[net.UDPAddr]
-	rtcp    *rtcpReader // the client's RTCP, taken off the socket (rtcptap.go); nil: through pion
+	rtcp    *rtcpReader              // the client's RTCP, taken off the socket (rtcptap.go); nil: through pion
+	dst     atomic.Pointer[destAddr] // addr as batched sends write it (sendbatch.go)
 }
 
 // directStart is what a connection's direct path starts from once it is
@@ -212,31 +213,39 @@ func newDirectSender(p *directPath, tcc uint8) (*directSender, error) {
 var errNoDirectPair = errors.New("sfu: the selected ICE pair is not on the media UDP socket")
 
 // write stamps the transport-wide sequence number, encrypts and sends one
-// packet. h is changed (its extension). No allocation.
-func (s *directSender) write(h *rtp.Header, payload []byte) error {
+// packet, or with q queues it in q (queued: note is counted when q sends
+// it). h is changed (its extension). No allocation.
+func (s *directSender) write(h *rtp.Header, payload []byte, q *sendBatch, note txNote) (queued bool, err error) {
 	addr := s.path.addr.Load()
 	if addr == nil {
-		return errNoDirectPair
+		return false, errNoDirectPair
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tcc != 0 {
 		s.path.cc.Stamp(s.tcc, h, len(payload), &s.ext)
 	}
-	n, err := h.MarshalTo(s.buf[:])
+	buf := s.buf[:]
+	if q != nil {
+		buf = q.next()
+	}
+	n, err := h.MarshalTo(buf)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if n+len(payload) > packetMTU {
-		return errTooLarge
+		return false, errTooLarge
 	}
-	n += copy(s.buf[n:], payload)
-	out, err := s.ctx.EncryptRTP(s.buf[:0], s.buf[:n], &s.hdr)
+	n += copy(buf[n:], payload)
+	out, err := s.ctx.EncryptRTP(buf[:0], buf[:n], &s.hdr)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if q != nil {
+		return true, q.commit(s.path, addr, len(out), note)
 	}
 	_, err = s.path.conn.WriteTo(out, addr)
-	return err
+	return false, err
 }
 
 var errTooLarge = errors.New("sfu: packet larger than the MTU")

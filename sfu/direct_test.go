@@ -165,7 +165,7 @@ func TestDirectSenderWrites(t *testing.T) {
 	payload := bytes.Repeat([]byte{0x42}, 1000)
 	for i := range 3 {
 		h := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 65535 + uint16(i), Timestamp: 1234, SSRC: 0xcafe}
-		if err := s.write(h, payload); err != nil {
+		if _, err := s.write(h, payload, nil, txNote{}); err != nil {
 			t.Fatal(err)
 		}
 		if conn.to.String() != "127.0.0.1:5004" {
@@ -184,11 +184,11 @@ func TestDirectSenderWrites(t *testing.T) {
 			t.Fatalf("packet %d has transport-wide sequence number %x, want %d", i, ext, i)
 		}
 	}
-	if err := s.write(&rtp.Header{Version: 2, SSRC: 1}, make([]byte, packetMTU)); err == nil {
+	if _, err := s.write(&rtp.Header{Version: 2, SSRC: 1}, make([]byte, packetMTU), nil, txNote{}); err == nil {
 		t.Fatal("an oversized packet was sent")
 	}
 	p.addr.Store(nil)
-	if err := s.write(&rtp.Header{Version: 2, SSRC: 1}, payload); err == nil || conn.n != 3 {
+	if _, err := s.write(&rtp.Header{Version: 2, SSRC: 1}, payload, nil, txNote{}); err == nil || conn.n != 3 {
 		t.Fatalf("sent without a pair: err %v, %d datagrams", err, conn.n)
 	}
 }

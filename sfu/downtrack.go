@@ -403,11 +403,11 @@ func (d *DownTrack) Stats() (packets, bytes, drops uint64) {
 // a goroutine handoff per copy and leaves packets that arrive meanwhile in
 // pion's receive buffer, where they wait at no cost, rather than in one
 // queue per subscriber.
-func (d *DownTrack) deliver(l *Layer, num uint64) {
+func (d *DownTrack) deliver(l *Layer, num uint64, q *sendBatch) {
 	if d.pending.Load() == 0 && d.wmu.TryLock() {
 		if d.pending.Load() == 0 {
 			if !d.isClosed() {
-				d.writePacket(l, num)
+				d.writePacket(l, num, q)
 			}
 			d.wmu.Unlock()
 			return
@@ -447,7 +447,7 @@ func (d *DownTrack) writeLoop() {
 // writeQueued writes one packet taken from the queue.
 func (d *DownTrack) writeQueued(q queued) {
 	d.wmu.Lock()
-	d.writePacket(q.l, q.num)
+	d.writePacket(q.l, q.num, nil)
 	d.pending.Add(-1)
 	d.wmu.Unlock()
 }
@@ -472,8 +472,9 @@ func (d *DownTrack) detachFrom(l *Layer) {
 }
 
 // writePacket copies one packet out of its layer's ring, rewrites it and
-// writes it to the subscriber. Allocation free.
-func (d *DownTrack) writePacket(l *Layer, num uint64) {
+// writes it to the subscriber, or into q (sendbatch.go) when not nil.
+// Allocation free.
+func (d *DownTrack) writePacket(l *Layer, num uint64, q *sendBatch) {
 	b := d.bind.Load()
 	t := d.src.Load()
 	if b == nil || t == nil || l.t != t || (d.ready != nil && !d.ready.Load()) {
@@ -579,14 +580,23 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 		d.lastSent = now
 	}
 	d.remember(l, num, marker, now.UnixNano(), advance)
-	if err := d.writeRTP(b, &d.hdr, payload); err != nil {
+	queued, err := d.writeRTP(b, &d.hdr, payload, q, txNote{d: d, at: at, n: n, octets: len(payload)})
+	if err != nil {
 		d.drops.Add(1)
 		return
 	}
-	d.delay.observe(monoNow() - at)
+	if !queued {
+		d.sent(monoNow(), at, n, len(payload))
+	}
+}
+
+// sent counts one copy written at now (monoNow), of a packet read at at,
+// n bytes before encryption, octets of them payload.
+func (d *DownTrack) sent(now, at int64, n, octets int) {
+	d.delay.observe(now - at)
 	d.packets.Add(1)
 	d.bytes.Add(uint64(n))
-	d.octets.Add(uint64(len(payload)))
+	d.octets.Add(uint64(octets))
 }
 
 // sendsDirect reports whether d's connection is on the direct send path,
@@ -594,8 +604,9 @@ func (d *DownTrack) writePacket(l *Layer, num uint64) {
 func (d *DownTrack) sendsDirect() bool { return d.path != nil && d.path.Load() != nil }
 
 // writeRTP sends one packet on the direct path when the connection has one
-// (direct.go), else through pion's RTP sender.
-func (d *DownTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) error {
+// (direct.go), queued in q when q is not nil, else through pion's RTP
+// sender. queued: q counts note when it sends the packet.
+func (d *DownTrack) writeRTP(b *binding, h *rtp.Header, payload []byte, q *sendBatch, note txNote) (queued bool, err error) {
 	if d.path != nil {
 		if p := d.path.Load(); p != nil {
 			s := d.ds.Load()
@@ -604,18 +615,18 @@ func (d *DownTrack) writeRTP(b *binding, h *rtp.Header, payload []byte) error {
 				// once): the writer and the NACK path may race to it.
 				ns, err := newDirectSender(p, b.tcc)
 				if err != nil {
-					return err
+					return false, err
 				}
 				if !d.ds.CompareAndSwap(nil, ns) {
 					ns = d.ds.Load()
 				}
 				s = ns
 			}
-			return s.write(h, payload)
+			return s.write(h, payload, q, note)
 		}
 	}
-	_, err := b.writer.WriteRTP(h, payload)
-	return err
+	_, err = b.writer.WriteRTP(h, payload)
+	return false, err
 }
 
 // filterSpatial decides, for a VP9 SVC stream, whether a packet belongs to
@@ -696,7 +707,7 @@ func (d *DownTrack) resend(seq uint16) {
 	} else {
 		h.SSRC, h.PayloadType = b.ssrc, b.pt
 	}
-	if err := d.writeRTP(b, h, payload); err == nil {
+	if _, err := d.writeRTP(b, h, payload, nil, txNote{}); err == nil {
 		d.retx.Add(1)
 	}
 }
@@ -722,7 +733,7 @@ func (d *DownTrack) sendPadding(n int) {
 		*h = rtp.Header{Version: 2, Padding: true, PayloadType: b.rtxPT, SSRC: b.rtxSSRC, Timestamp: d.outTS.Load(), Extensions: h.Extensions[:0]}
 		d.rtxSeq++
 		h.SequenceNumber = d.rtxSeq
-		if err := d.writeRTP(b, h, d.pad[:]); err != nil {
+		if _, err := d.writeRTP(b, h, d.pad[:], nil, txNote{}); err != nil {
 			return
 		}
 		d.padded.Add(uint64(len(d.pad)))

@@ -45,9 +45,12 @@ type Config struct {
 	// simulate loss, delay and bandwidth limits). ICE-TCP needs the host
 	// network: TCPPort must be 0.
 	Net transport.Net
-	// BatchSend queues outgoing packets and sends each burst with one
-	// sendmmsg system call instead of one sendto per packet.
-	BatchSend bool
+	// NoBatch makes every datagram on the direct paths a system call of
+	// its own. Otherwise (Linux) the goroutines that forward batch theirs
+	// (sendbatch.go): the media socket is read with recvmmsg, and the
+	// copies made meanwhile go out with one sendmmsg, a burst to one
+	// address as one UDP GSO message.
+	NoBatch bool
 	// PionSend sends subscribers' media through pion's SRTP session and
 	// ICE connection instead of the direct path (direct.go), which
 	// encrypts and writes to the UDP socket itself.
@@ -115,9 +118,6 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 			_ = uc.SetReadBuffer(4 << 20)
 			_ = uc.SetWriteBuffer(4 << 20)
 			conn = uc
-			if cfg.BatchSend {
-				conn = newBatchConn(uc)
-			}
 		}
 	}
 	if err != nil {
@@ -126,7 +126,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: log, conn: conn}
 	muxConn := conn
 	if !cfg.PionSend || !cfg.PionReceive {
-		e.tap = newRTCPTap(conn)
+		e.tap = newRTCPTap(conn, !cfg.NoBatch)
 		muxConn = e.tap
 	}
 	e.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: muxConn, Net: cfg.Net})

@@ -9,6 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+const batchIOSupported = true
+
 // gsoCmsgLen is the size of the UDP_SEGMENT control message, room for
 // unix.CmsgSpace(2) on every platform Go runs Linux on.
 const gsoCmsgLen = 24

@@ -71,6 +71,7 @@ type Layer struct {
 	fanning  atomic.Int32 // packets handed off and not yet written
 	fanDrops atomic.Uint64
 	fanBusy  atomic.Pointer[atomic.Int64] // where fan-out time is added (rtcpTap.handedNs)
+	fanIO    atomic.Pointer[udpIO]        // the socket the fan-out goroutine batches its sends on; nil: none
 }
 
 func newLayer(t *Track, idx int, rid string, sendPLI func()) *Layer {
@@ -148,13 +149,14 @@ const inlineFanout = 256
 // It is the per-packet hot path: no allocation; fmu is held across the
 // writes, but only the hand-over to the direct receive path and the
 // once-a-second receiver report ever wait for it.
-func (l *Layer) forward(pkt []byte) { l.forwardOn(pkt, false, false) }
+func (l *Layer) forward(pkt []byte) { l.forwardOn(pkt, false, false, nil) }
 
 // forwardOn is forward; onSocket says it runs on the media socket's reader
 // (the direct receive path), which must never wait for a write pion may
 // block on (ICE-TCP): DownTracks not on the direct send path get the packet
-// through their writer's queue. See socketFanout for crowded.
-func (l *Layer) forwardOn(pkt []byte, onSocket, crowded bool) {
+// through their writer's queue. See socketFanout for crowded. The copies
+// written in place go into q when it is not nil (the reader's batch).
+func (l *Layer) forwardOn(pkt []byte, onSocket, crowded bool, q *sendBatch) {
 	if len(pkt) < 12 {
 		return
 	}
@@ -194,19 +196,24 @@ func (l *Layer) forwardOn(pkt []byte, onSocket, crowded bool) {
 	if onSocket {
 		downs := l.downs.load()
 		if crowded || len(downs) > socketFanout || l.fanning.Load() > 0 {
+			// What the reader wrote in place goes first: the fan-out
+			// goroutine's batch must not overtake it.
+			if q != nil {
+				q.flush()
+			}
 			l.handOff(num)
 			return
 		}
 		for _, d := range downs {
 			if d.sendsDirect() {
-				d.deliver(l, num)
+				d.deliver(l, num, q)
 			} else {
 				d.enqueue(l, num)
 			}
 		}
 		return
 	}
-	l.fanOut(num)
+	l.fanOut(num, nil)
 }
 
 // socketFanout is how many copies of a packet the media socket's reader
@@ -242,12 +249,23 @@ func (l *Layer) handOff(num uint64) {
 	}
 }
 
+// fanLoop writes what the reader handed off, batching the copies
+// (sendbatch.go) until its queue is empty. The batch goes out before the
+// last packet stops counting as handed off, so that the reader, which
+// writes in place once nothing is, cannot overtake it.
 func (l *Layer) fanLoop() {
+	var q *sendBatch
 	for {
 		select {
 		case num := <-l.fan:
+			if q == nil {
+				q = newSendBatch(l.fanIO.Load())
+			}
 			start := monoNow()
-			l.fanOut(num)
+			l.fanOut(num, q)
+			if q != nil && len(l.fan) == 0 {
+				q.flush()
+			}
 			l.fanning.Add(-1)
 			if b := l.fanBusy.Load(); b != nil {
 				b.Add(monoNow() - start)
@@ -258,9 +276,9 @@ func (l *Layer) fanLoop() {
 	}
 }
 
-// fanOut writes packet num to the layer's DownTracks, or queues it to
-// their writers.
-func (l *Layer) fanOut(num uint64) {
+// fanOut writes packet num to the layer's DownTracks (into q when not
+// nil), or queues it to their writers.
+func (l *Layer) fanOut(num uint64, q *sendBatch) {
 	downs := l.downs.load()
 	inline := len(downs)
 	// GOMAXPROCS(0) takes the scheduler's lock: only a room larger than
@@ -273,7 +291,7 @@ func (l *Layer) fanOut(num uint64) {
 		d.enqueue(l, num)
 	}
 	for _, d := range downs[:inline] {
-		d.deliver(l, num)
+		d.deliver(l, num, q)
 	}
 }
 

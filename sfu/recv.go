@@ -71,6 +71,7 @@ type recvPath struct {
 
 	taken, bad, rtx *atomic.Uint64 // the tap's counters
 	handed          *atomic.Int64  // the tap's: time its layers' fan-out goroutines spent
+	io              *udpIO         // the tap's batched I/O; nil: none
 
 	rtcp     *rtcpReader // the publisher's RTCP: its sender reports
 	srMu     sync.Mutex
@@ -108,7 +109,7 @@ func newRecvPath(tap *rtcpTap, remote srtpKeys, profile srtp.ProtectionProfile, 
 	}
 	ssrc := rand.Uint32()
 	r := &recvPath{ctx: ctx, tcc: tcc, rec: twcc.NewRecorder(ssrc), ssrc: ssrc, done: make(chan struct{}),
-		taken: &tap.rtpTaken, bad: &tap.rtpBad, rtx: &tap.rtpRTX, handed: &tap.handedNs, srs: map[uint32]lastSR{}}
+		taken: &tap.rtpTaken, bad: &tap.rtpBad, rtx: &tap.rtpRTX, handed: &tap.handedNs, io: tap.io, srs: map[uint32]lastSR{}}
 	r.rtcp = &rtcpReader{ctx: rctx, handle: r.handleRTCP}
 	r.streams.Store(&map[uint32]*recvStream{})
 	return r, nil
@@ -125,6 +126,9 @@ func (r *recvPath) adopt(l *Layer) {
 // stream rtx (pt: the media payload type).
 func (r *recvPath) adoptStreams(l *Layer, ssrc, rtx uint32, pt uint8) {
 	l.fanBusy.Store(r.handed)
+	if r.io != nil {
+		l.fanIO.Store(r.io)
+	}
 	r.smu.Lock()
 	defer r.smu.Unlock()
 	old := *r.streams.Load()
@@ -162,8 +166,9 @@ func (r *recvPath) lookForRTX(now int64) {
 }
 
 // readRTP handles b, an RTP packet from the publisher's address, read at
-// now (monotonic ns): false hands it on to pion. It runs on pion's mux reader, and forwards there.
-func (r *recvPath) readRTP(b []byte, now int64, crowded bool) bool {
+// now (monotonic ns): false hands it on to pion. It runs on pion's mux
+// reader, and forwards there, into q when not nil (the reader's batch).
+func (r *recvPath) readRTP(b []byte, now int64, crowded bool, q *sendBatch) bool {
 	if len(b) < 12 || len(b) > receiveMTU {
 		return false
 	}
@@ -199,7 +204,7 @@ func (r *recvPath) readRTP(b []byte, now int64, crowded bool) bool {
 		}
 		r.rtx.Add(1)
 	}
-	s.l.forwardOn(out, true, crowded)
+	s.l.forwardOn(out, true, crowded, q)
 	return true
 }
 

@@ -107,7 +107,7 @@ type recvLab struct {
 func newRecvLab(t testing.TB) *recvLab {
 	keys := srtpKeys{key: bytes.Repeat([]byte{3}, 16), salt: bytes.Repeat([]byte{5}, 12)}
 	profile := srtp.ProtectionProfileAeadAes128Gcm
-	tap := newRTCPTap(nil)
+	tap := newRTCPTap(nil, false)
 	r, err := newRecvPath(tap, keys, profile, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func TestRecvPathTakesOver(t *testing.T) {
 		var last []byte
 		for i := 0; i < 300; i, seq = i+1, seq+1 {
 			last = l.seal(t, packet(seq, uint32(seq)*3000, true, 200))
-			if !l.r.readRTP(last, monoNow(), false) {
+			if !l.r.readRTP(last, monoNow(), false, nil) {
 				t.Fatalf("packet %d went to pion", seq)
 			}
 			n++
@@ -164,12 +164,12 @@ func TestRecvPathTakesOver(t *testing.T) {
 		if bad := l.tap.rtpBad.Load(); bad != 0 || lay.packets.Load() != uint64(n) || l.tap.rtpTaken.Load() != 300 {
 			t.Fatalf("hand-over at %d: %d refused, %d of %d forwarded, %d taken", c.handover, bad, lay.packets.Load(), n, l.tap.rtpTaken.Load())
 		}
-		if !l.r.readRTP(last, monoNow(), false) || l.tap.rtpBad.Load() != 1 || lay.packets.Load() != uint64(n) {
+		if !l.r.readRTP(last, monoNow(), false, nil) || l.tap.rtpBad.Load() != 1 || lay.packets.Load() != uint64(n) {
 			t.Fatalf("a replay was forwarded (%d refused)", l.tap.rtpBad.Load())
 		}
 		other := packet(1, 1, true, 100)
 		binary.BigEndian.PutUint32(other[8:12], 999)
-		if l.r.readRTP(l.seal(t, other), monoNow(), false) {
+		if l.r.readRTP(l.seal(t, other), monoNow(), false, nil) {
 			t.Fatal("a packet of an unknown SSRC was taken")
 		}
 	}
@@ -184,7 +184,7 @@ func TestRecvPathRTX(t *testing.T) {
 	d, w := bound(l.tr, 9)
 	for seq := uint16(1); seq <= 10; seq++ {
 		if seq != 5 {
-			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)), monoNow(), false)
+			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)), monoNow(), false, nil)
 		}
 	}
 	orig := packet(5, 5*3000, true, 100)
@@ -193,12 +193,12 @@ func TestRecvPathRTX(t *testing.T) {
 	rtx[1] = rtx[1]&0x80 | 97
 	binary.BigEndian.PutUint16(rtx[2:4], 1)
 	binary.BigEndian.PutUint32(rtx[8:12], 5678)
-	if !l.r.readRTP(l.seal(t, rtx), monoNow(), false) {
+	if !l.r.readRTP(l.seal(t, rtx), monoNow(), false, nil) {
 		t.Fatal("the retransmission went to pion")
 	}
 	probe := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97, SequenceNumber: 2, SSRC: 5678, Padding: true, PaddingSize: 100}}
 	pb, _ := probe.Marshal()
-	l.r.readRTP(l.seal(t, pb), monoNow(), false)
+	l.r.readRTP(l.seal(t, pb), monoNow(), false, nil)
 	drain(d)
 	if lay.packets.Load() != 10 || l.tap.rtpRTX.Load() != 1 || l.tap.rtpBad.Load() != 0 || w.n != 10 {
 		t.Fatalf("layer got %d packets (%d retransmitted, %d refused), the subscriber %d; want 10",
@@ -218,7 +218,7 @@ func TestRecvPathFeedback(t *testing.T) {
 		}
 		_ = p.SetExtension(3, []byte{0, byte(i)})
 		b, _ := p.Marshal()
-		l.r.readRTP(l.seal(t, b), monoNow(), false)
+		l.r.readRTP(l.seal(t, b), monoNow(), false, nil)
 	}
 	fb := l.r.rec.BuildFeedbackPacket()
 	if len(fb) != 1 {
@@ -255,7 +255,7 @@ func recvStep(t testing.TB, l *recvLab, downs []*DownTrack) func() {
 	return func() {
 		seq++
 		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		l.r.readRTP(l.seal(t, pkt), monoNow(), false)
+		l.r.readRTP(l.seal(t, pkt), monoNow(), false, nil)
 		for _, d := range downs {
 			drain(d)
 		}
@@ -307,7 +307,7 @@ func FuzzRecvRTP(f *testing.F) {
 		if err != nil {
 			return
 		}
-		l.r.readRTP(sealed, monoNow(), false)
+		l.r.readRTP(sealed, monoNow(), false, nil)
 		drain(d)
 	})
 }
@@ -406,17 +406,17 @@ func runVnetDirectReceive(t *testing.T, pionReceive bool) {
 func TestRecvPathEndedTrack(t *testing.T) {
 	l := newRecvLab(t)
 	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
-	if !l.r.readRTP(l.seal(t, packet(1, 1, true, 100)), monoNow(), false) {
+	if !l.r.readRTP(l.seal(t, packet(1, 1, true, 100)), monoNow(), false, nil) {
 		t.Fatal("not taken")
 	}
 	l.tr.Close()
-	if l.r.readRTP(l.seal(t, packet(2, 1, true, 100)), monoNow(), false) {
+	if l.r.readRTP(l.seal(t, packet(2, 1, true, 100)), monoNow(), false, nil) {
 		t.Fatal("a packet of an ended track was taken")
 	}
 	next := testTrack()
 	next.layer(0).forward(packet(2, 1, true, 100)) // what pion's read loop got
 	l.r.adoptStreams(next.layer(0), 1234, 0, 96)
-	if !l.r.readRTP(l.seal(t, packet(3, 1, true, 100)), monoNow(), false) || next.layer(0).packets.Load() != 2 || len(*l.r.streams.Load()) != 1 {
+	if !l.r.readRTP(l.seal(t, packet(3, 1, true, 100)), monoNow(), false, nil) || next.layer(0).packets.Load() != 2 || len(*l.r.streams.Load()) != 1 {
 		t.Fatalf("the new track got %d packets", next.layer(0).packets.Load())
 	}
 }
@@ -435,7 +435,7 @@ func TestRecvPathHandsOff(t *testing.T) {
 		downs := directDowns(t, l.tr, conn, c.downs)
 		l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
 		for seq := uint16(1); seq <= 50; seq++ {
-			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)), monoNow(), c.crowded)
+			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)), monoNow(), c.crowded, nil)
 			if c.inline && conn.n.Load() != int64(seq)*int64(c.downs) {
 				t.Fatalf("%d subscribers, crowded %v: packet %d not written in place", c.downs, c.crowded, seq)
 			}
@@ -463,7 +463,7 @@ func TestRecvPathHandsOff(t *testing.T) {
 // handed off (so that handing off does not end it at once), and not after
 // one that did not.
 func TestTapCrowded(t *testing.T) {
-	tap := newRTCPTap(nil)
+	tap := newRTCPTap(nil, false)
 	ms := int64(time.Millisecond)
 	now := int64(0)
 	// run: 20 packets 10 ms apart, each busy ms in the reader and handed
@@ -515,9 +515,9 @@ func TestRecvPathForgedFirstPacket(t *testing.T) {
 	forged = append([]byte{}, forged...)
 	forged[2], forged[3] = 0, 100 // as if past the next wrap
 	forged[len(forged)-1] ^= 0xff
-	l.r.readRTP(forged, monoNow(), false)
+	l.r.readRTP(forged, monoNow(), false, nil)
 	for seq := uint16(65501); seq != 200; seq++ {
-		l.r.readRTP(l.seal(t, packet(seq, 1, true, 100)), monoNow(), false)
+		l.r.readRTP(l.seal(t, packet(seq, 1, true, 100)), monoNow(), false, nil)
 	}
 	if bad := l.tap.rtpBad.Load(); bad != 1 || lay.packets.Load() != 500+235 {
 		t.Fatalf("%d refused, %d forwarded: the forged packet broke the stream", bad, lay.packets.Load())
@@ -579,7 +579,7 @@ func TestRecvPathSenderReports(t *testing.T) {
 	lay := l.tr.layer(0)
 	l.r.adoptStreams(lay, 1234, 0, 96)
 	for seq := uint16(1); seq <= 10; seq++ {
-		l.r.readRTP(l.seal(t, packet(seq, 1, true, 100)), monoNow(), false)
+		l.r.readRTP(l.seal(t, packet(seq, 1, true, 100)), monoNow(), false, nil)
 	}
 	if rr := l.r.receiverReport(); rr == nil || len(rr.Reports) != 1 || rr.Reports[0].LastSenderReport != 0 {
 		t.Fatalf("before any sender report: %+v", rr)
@@ -627,7 +627,7 @@ func FuzzPublisherRTCP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		l := newRecvLab(t)
 		l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
-		l.r.readRTP(l.seal(t, packet(1, 1, true, 10)), monoNow(), false)
+		l.r.readRTP(l.seal(t, packet(1, 1, true, 10)), monoNow(), false, nil)
 		l.r.handleRTCP(b)
 		l.r.handleRTCP(append(append([]byte{}, b...), b...))
 		if len(l.r.srs) > 64 {

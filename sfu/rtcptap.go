@@ -27,6 +27,12 @@ type rtcpTap struct {
 	net.PacketConn
 	ap ice.AddrPortReaderWriter // the socket's allocation-free I/O; nil: none (vnet)
 
+	// batched I/O (sendbatch.go), the reader's own; nil: one system call
+	// per datagram
+	io *udpIO
+	rx *rxBatch
+	tx *sendBatch
+
 	mu     sync.RWMutex
 	byAddr map[netip.AddrPort]*directPath // subscribers: their RTCP
 	pubs   map[netip.AddrPort]*recvPath   // publishers: their media (recv.go)
@@ -60,11 +66,18 @@ func (t *rtcpTap) account(start, end int64) {
 	}
 }
 
-func newRTCPTap(c net.PacketConn) *rtcpTap {
+// newRTCPTap reads c for pion's mux; batch: with recvmmsg, and the
+// forwarded copies batched (sendbatch.go), where c is a UDP socket on Linux.
+func newRTCPTap(c net.PacketConn, batch bool) *rtcpTap {
 	t := &rtcpTap{PacketConn: c, byAddr: map[netip.AddrPort]*directPath{}, pubs: map[netip.AddrPort]*recvPath{}}
 	t.ap, _ = c.(ice.AddrPortReaderWriter)
 	if uc, ok := c.(*net.UDPConn); ok {
 		t.ap = udpAddrPort{uc}
+	}
+	if batch {
+		if t.io = newUDPIO(c); t.io != nil {
+			t.rx, t.tx = newRxBatch(t.io), newSendBatch(t.io)
+		}
 	}
 	return t
 }
@@ -137,8 +150,9 @@ func tapRemove[V comparable](mu *sync.RWMutex, m map[netip.AddrPort]V, a *net.UD
 func isRTCP(b []byte) bool { return len(b) >= 8 && b[0]>>6 == 2 && b[1] >= 192 && b[1] <= 223 }
 
 // take handles b from a if it is a direct connection's RTCP or a
-// direct publisher's media; false hands it on to pion.
-func (t *rtcpTap) take(b []byte, a netip.AddrPort) bool {
+// direct publisher's media; false hands it on to pion. The copies it
+// forwards go into q when not nil.
+func (t *rtcpTap) take(b []byte, a netip.AddrPort, q *sendBatch) bool {
 	if len(b) < 12 || b[0]>>6 != 2 {
 		return false // STUN, DTLS
 	}
@@ -150,7 +164,7 @@ func (t *rtcpTap) take(b []byte, a netip.AddrPort) bool {
 			return false
 		}
 		start := monoNow()
-		ok := r.readRTP(b, start, t.crowded)
+		ok := r.readRTP(b, start, t.crowded, q)
 		t.account(start, monoNow())
 		return ok
 	}
@@ -178,7 +192,7 @@ func (t *rtcpTap) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, a, err
 		}
-		if ua, ok := a.(*net.UDPAddr); ok && t.take(b[:n], ua.AddrPort()) {
+		if ua, ok := a.(*net.UDPAddr); ok && t.take(b[:n], ua.AddrPort(), nil) {
 			continue
 		}
 		return n, a, nil
@@ -188,6 +202,9 @@ func (t *rtcpTap) ReadFrom(b []byte) (int, net.Addr, error) {
 // ReadFromAddrPort and WriteToAddrPort keep pion's mux on its
 // allocation-free path (ice.AddrPortReaderWriter).
 func (t *rtcpTap) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	if t.rx != nil {
+		return t.readBatched(b)
+	}
 	if t.ap == nil {
 		n, a, err := t.ReadFrom(b)
 		if err != nil {
@@ -201,9 +218,39 @@ func (t *rtcpTap) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	}
 	for {
 		n, a, err := t.ap.ReadFromAddrPort(b)
-		if err != nil || !t.take(b[:n], a) {
+		if err != nil || !t.take(b[:n], a, nil) {
 			return n, a, err
 		}
+	}
+}
+
+// readBatched is ReadFromAddrPort with recvmmsg: the datagrams of one read
+// are handled in turn, and the copies they make go out together once all
+// are, or before one is handed to pion.
+func (t *rtcpTap) readBatched(b []byte) (int, netip.AddrPort, error) {
+	for {
+		if !t.rx.more() {
+			t.flush()
+			if err := t.rx.fill(); err != nil {
+				return 0, netip.AddrPort{}, err
+			}
+			continue
+		}
+		pkt, a := t.rx.take()
+		if t.take(pkt, a, t.tx) {
+			continue
+		}
+		t.flush()
+		return copy(b, pkt), a, nil
+	}
+}
+
+// flush sends the reader's batch, counting the time as the reader's.
+func (t *rtcpTap) flush() {
+	if t.tx != nil && t.tx.pending() {
+		start := monoNow()
+		t.tx.flush()
+		t.account(start, monoNow())
 	}
 }
 

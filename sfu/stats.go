@@ -43,14 +43,16 @@ type Stats struct {
 	DirectRTP, DirectRTPBad    uint64
 }
 
-// BatchStats counts what the batched sender handed the kernel.
+// BatchStats counts the batched system calls (rtc.batch_send).
 type BatchStats struct {
-	Enabled  bool   // rtc.batch_send is on
+	Enabled  bool   // rtc.batch_send is on and the socket has it
 	GSO      bool   // the socket takes UDP GSO (false once the kernel refused it)
 	Calls    uint64 // sendmmsg system calls
 	Messages uint64 // UDP messages in them (a GSO message carries several packets)
 	Packets  uint64 // packets sent
 	Errors   uint64 // failed sends (the packets are lost, as with one sendto)
+	Reads    uint64 // recvmmsg system calls of the media socket's reader
+	ReadPkts uint64 // datagrams they read
 }
 
 type engineStats struct {
@@ -149,9 +151,10 @@ func (e *Engine) Stats() Stats {
 		st.DirectRTCP = e.tap.taken.Load()
 		st.DirectRTP, st.DirectRTPBad = e.tap.rtpTaken.Load(), e.tap.rtpBad.Load()
 	}
-	if bc, ok := e.conn.(*batchConn); ok {
-		st.Batch = BatchStats{Enabled: true, GSO: bc.gso.Load(), Calls: bc.calls.Load(), Messages: bc.msgsSent.Load(),
-			Packets: bc.packets.Load(), Errors: bc.errors.Load()}
+	if e.tap != nil && e.tap.io != nil {
+		io := e.tap.io
+		st.Batch = BatchStats{Enabled: true, GSO: io.gso.Load(), Calls: io.calls.Load(), Messages: io.msgs.Load(),
+			Packets: io.pkts.Load(), Errors: io.errs.Load(), Reads: io.reads.Load(), ReadPkts: io.readPkts.Load()}
 	}
 	return st
 }

@@ -306,9 +306,8 @@ func TestAdminActionsWithPeers(t *testing.T) {
 			t.Error("runtime and process metrics are missing")
 		}
 		// Every unlabeled metric docs/api.md lists is served (TURN's, the
-		// webhooks', the cluster's and the batched sender's only when those
-		// are on; this server has none: TestLoadtestBatchSend checks the
-		// batched sender's).
+		// webhooks' and the cluster's only when those are on; this server
+		// has none).
 		doc, err := os.ReadFile("../../docs/api.md")
 		if err != nil {
 			t.Fatal(err)
@@ -318,8 +317,7 @@ func TestAdminActionsWithPeers(t *testing.T) {
 			t.Fatalf("found only %d metric names in docs/api.md", len(names))
 		}
 		for _, n := range names {
-			if strings.HasPrefix(n[1], "parley_turn_") || strings.HasPrefix(n[1], "parley_webhook_") || strings.HasPrefix(n[1], "parley_cluster_") ||
-				strings.HasPrefix(n[1], "parley_batch_send_") {
+			if strings.HasPrefix(n[1], "parley_turn_") || strings.HasPrefix(n[1], "parley_webhook_") || strings.HasPrefix(n[1], "parley_cluster_") {
 				continue
 			}
 			if _, ok := m2[n[1]]; !ok {

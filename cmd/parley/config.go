@@ -41,7 +41,7 @@ type Config struct {
 		ListenIP        string   `yaml:"listen_ip" usage:"bind media ports to this address (empty = all)"`
 		PublicIPs       []string `yaml:"public_ips" usage:"public addresses to announce in ICE candidates (1:1 NAT, cloud VMs)"`
 		IncludeLoopback bool     `yaml:"include_loopback" usage:"offer loopback candidates (local development)"`
-		BatchSend       bool     `yaml:"batch_send" usage:"send bursts of media packets with one sendmmsg system call (UDP GSO where the kernel takes it)"`
+		BatchSend       bool     `yaml:"batch_send" usage:"batch the media socket's system calls: read with recvmmsg, send the copies made meanwhile with one sendmmsg (UDP GSO where the kernel takes it); Linux"`
 		DirectSend      bool     `yaml:"direct_send" usage:"encrypt subscribers' media and write it to the UDP port directly, past pion's per-packet SRTP and ICE chain (false = pion's path)"`
 		DirectReceive   bool     `yaml:"direct_receive" usage:"read and decrypt publishers' media off the UDP port directly and forward it there, past pion's per-packet ICE, SRTP and read chain (false = pion's path)"`
 		AdaptiveProcs   bool     `yaml:"adaptive_procs" usage:"run on as many cores (GOMAXPROCS) as the load needs, up to all: idle cores cost CPU per packet"`
@@ -140,6 +140,7 @@ func defaults() Config {
 	c.RTC.IncludeLoopback = true
 	c.RTC.AdaptiveProcs = true
 	c.RTC.DirectSend = true
+	c.RTC.BatchSend = true
 	c.RTC.DirectReceive = true
 	c.Signaling.MaxMessageBytes = 64 << 10
 	c.Signaling.PingInterval = 10 * time.Second
@@ -465,7 +466,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 func (c *Config) sfuConfig() sfu.Config {
 	return sfu.Config{UDPPort: c.RTC.UDPPort, TCPPort: c.RTC.TCPPort, ListenIP: c.RTC.ListenIP,
 		PublicIPs: c.RTC.PublicIPs, IncludeLoopback: c.RTC.IncludeLoopback, ICEFailGrace: c.Signaling.ResumeGrace,
-		BatchSend: c.RTC.BatchSend, PionSend: !c.RTC.DirectSend, PionReceive: !c.RTC.DirectReceive}
+		NoBatch: !c.RTC.BatchSend, PionSend: !c.RTC.DirectSend, PionReceive: !c.RTC.DirectReceive}
 }
 
 func (c *Config) roomsConfig() rooms.Config {

@@ -1,0 +1,32 @@
+//go:build !linux
+
+package sfu
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Batched socket I/O is Linux's (sendbatch_linux.go): elsewhere every copy
+// is written as it is made.
+
+const batchIOSupported = false
+
+func newUDPIO(net.PacketConn) *udpIO { return nil }
+
+type sendBatch struct{}
+
+type destAddr struct{}
+
+func newSendBatch(*udpIO) *sendBatch                                   { return nil }
+func (*sendBatch) next() []byte                                        { return nil }
+func (*sendBatch) commit(*directPath, *net.UDPAddr, int, txNote) error { return errNoDirectPair }
+func (*sendBatch) pending() bool                                       { return false }
+func (*sendBatch) flush()                                              {}
+
+type rxBatch struct{}
+
+func newRxBatch(*udpIO) *rxBatch                { return nil }
+func (*rxBatch) fill() error                    { return nil }
+func (*rxBatch) more() bool                     { return false }
+func (*rxBatch) take() ([]byte, netip.AddrPort) { return nil, netip.AddrPort{} }
