@@ -355,8 +355,9 @@ func TestTapBatchedHandsOn(t *testing.T) {
 }
 
 // TestBatchedForwardDoesNotAllocate: forwarding on the socket's reader
-// into its batch (the rewrite, the stamp, SRTP, the batch and its
-// sendmmsg) allocates nothing per packet, and every copy goes out.
+// into its batch (the rewrite, the stamp, SRTP, the batch with its GSO
+// grouping, and its sendmmsg) allocates nothing per packet, and every copy
+// goes out.
 func TestBatchedForwardDoesNotAllocate(t *testing.T) {
 	_, io := batchSender(t, "udp")
 	q := newSendBatch(io)
@@ -364,7 +365,14 @@ func TestBatchedForwardDoesNotAllocate(t *testing.T) {
 	tr := testTrack()
 	tr.sid = "TR_batch"
 	downs := directDowns(t, tr, nil, 10)
-	downs[0].path.Load().addr.Store(r.LocalAddr().(*net.UDPAddr))
+	for _, d := range downs {
+		// a connection each, so that the batch's messages go to 10
+		// destinations (all on the one sink)
+		var p atomic.Pointer[directPath]
+		p.Store(testDirectPath(t, nil))
+		p.Load().addr.Store(r.LocalAddr().(*net.UDPAddr))
+		d.path = &p
+	}
 	l := tr.layer(0)
 	pkt := packet(1, 1, true, 1000)
 	seq := uint16(1)
