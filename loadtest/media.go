@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,13 @@ type videoLayer struct {
 
 	pkt rtp.Packet
 	buf []byte
+
+	// the frame being sent: bytes left, whether its first packet went,
+	// its timestamp and whether it is a keyframe
+	left  int
+	first bool
+	ts    uint32
+	key   bool
 }
 
 // headerExt is one RTP header extension.
@@ -103,18 +111,33 @@ func (v *videoLayer) setActive(on bool) {
 	}
 }
 
+// Pacing, as a browser's sender paces (libwebrtc's pacer): a frame's
+// packets go out in bursts every paceInterval, at paceFactor times the
+// video's bitrate, instead of all at once.
+const (
+	paceInterval = 5 * time.Millisecond
+	paceFactor   = 2.5
+)
+
 // sendVideo sends every active layer's frames at 30 fps — bitrate/8/30
 // bytes each, a keyframe every keyEvery and after a keyframe request —
 // until ctx ends. The layers share frame timing and RTP timestamps, as a
-// simulcast encoder's do.
-func sendVideo(ctx context.Context, layers []*videoLayer, keyEvery time.Duration, sc *sendCounters) {
+// simulcast encoder's do. With pace, each frame's packets are spread over
+// bursts (paceInterval, paceFactor); without, they go back to back.
+func sendVideo(ctx context.Context, layers []*videoLayer, keyEvery time.Duration, pace bool, sc *sendCounters) {
 	ts := rand.Uint32()
+	total := 0
 	for _, v := range layers {
 		v.pkt = rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(rand.Uint32())}}
 		v.buf = make([]byte, maxVideoLoad)
 		for i := range v.buf {
 			v.buf[i] = byte(i)
 		}
+		total += v.bitrate
+	}
+	budget := math.MaxInt
+	if pace {
+		budget = max(int(paceFactor*float64(total)/8*paceInterval.Seconds()), maxVideoLoad)
 	}
 	tick := time.NewTicker(time.Second / videoFPS)
 	defer tick.Stop()
@@ -131,29 +154,54 @@ func sendVideo(ctx context.Context, layers []*videoLayer, keyEvery time.Duration
 			lastKey = now
 		}
 		for _, v := range layers {
-			if !v.active.Load() {
-				continue
+			if v.active.Load() {
+				v.start(ts, v.keyReq.Swap(false) || periodic)
 			}
-			key := v.keyReq.Swap(false) || periodic
-			if !v.frame(ts, key, sc) {
+		}
+		for {
+			left := budget
+			more := false
+			for _, v := range layers {
+				n, ok := v.send(left, sc)
+				if !ok {
+					return
+				}
+				left -= n
+				more = more || v.left > 0
+			}
+			if !more {
+				break
+			}
+			select {
+			case <-ctx.Done():
 				return
+			case <-time.After(paceInterval):
 			}
 		}
 		ts += 90000 / videoFPS
 	}
 }
 
-// frame sends one frame; false once the track is closed.
-func (v *videoLayer) frame(ts uint32, key bool, sc *sendCounters) bool {
-	left := max(v.bitrate/8/videoFPS, videoHeader)
-	for first := true; left > 0; first = false {
-		n := min(left, maxVideoLoad)
-		left -= n
+// start begins a frame.
+func (v *videoLayer) start(ts uint32, key bool) {
+	v.left, v.first, v.ts, v.key = max(v.bitrate/8/videoFPS, videoHeader), true, ts, key
+}
+
+// send sends the frame's next packets, while budget (bytes) lasts and at
+// least one: the bytes sent, and false once the track is closed.
+func (v *videoLayer) send(budget int, sc *sendCounters) (sent int, ok bool) {
+	for v.left > 0 && (sent == 0 || sent < budget) {
+		n := min(v.left, maxVideoLoad)
+		if sent > 0 && sent+n > budget {
+			break
+		}
+		v.left -= n
 		p := v.buf[:max(n, videoHeader)]
 		p[0], p[1] = 0x00, 0x01
-		if first {
+		if v.first {
+			v.first = false
 			p[0] = 0x10
-			if key {
+			if v.key {
 				p[1] = 0x00
 			}
 		}
@@ -165,21 +213,22 @@ func (v *videoLayer) frame(ts uint32, key bool, sc *sendCounters) bool {
 			v.pkt.Header.Extension, v.pkt.Header.Extensions = false, nil
 			for _, e := range v.exts {
 				if v.pkt.Header.SetExtension(e.id, e.value) != nil {
-					return false
+					return sent, false
 				}
 			}
 		}
-		v.pkt.Timestamp = ts
+		v.pkt.Timestamp = v.ts
 		v.pkt.Payload = p
-		v.pkt.Marker = left == 0
+		v.pkt.Marker = v.left == 0
 		if v.track.WriteRTP(&v.pkt) != nil {
-			return false
+			return sent, false
 		}
 		v.pkt.SequenceNumber++
 		sc.packets.Add(1)
 		sc.bytes.Add(uint64(len(p) + 12))
+		sent += len(p)
 	}
-	return true
+	return sent, true
 }
 
 // sendAudio sends an 80-byte Opus packet every 20 ms until ctx ends.

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"encoding/binary"
+	"github.com/pion/webrtc/v4"
 	"math"
 	"testing"
 	"time"
@@ -181,5 +182,40 @@ func TestProcsRange(t *testing.T) {
 	}
 	if r.min != 1 || r.max != 2 {
 		t.Fatalf("%+v, want 1-2 (0 is no reading)", r)
+	}
+}
+
+// TestPacedFrame: a paced 1.7 Mbit/s frame goes out in bursts of at most
+// the pacer's budget (2.5 times the bitrate over 5 ms: two 1100-byte
+// packets), each burst at least one packet, the frame whole and its last
+// packet marked; unpaced, all at once.
+func TestPacedFrame(t *testing.T) {
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "v", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &videoLayer{bitrate: 1_700_000, track: track, buf: make([]byte, maxVideoLoad)}
+	var sc sendCounters
+	budget := int(paceFactor * 1_700_000 / 8 * paceInterval.Seconds())
+	v.start(1, true)
+	var bursts []int
+	for v.left > 0 {
+		n, ok := v.send(budget, &sc)
+		if !ok || n == 0 || n > budget && n > maxVideoLoad {
+			t.Fatalf("burst of %d bytes (budget %d), ok %v", n, budget, ok)
+		}
+		bursts = append(bursts, n)
+	}
+	frame := 1_700_000 / 8 / videoFPS
+	total := 0
+	for _, b := range bursts {
+		total += b
+	}
+	if total != frame || len(bursts) != 4 || sc.packets.Load() != 7 || !v.pkt.Marker {
+		t.Fatalf("bursts %v (%d of %d bytes), %d packets, last marked %v", bursts, total, frame, sc.packets.Load(), v.pkt.Marker)
+	}
+	v.start(2, false)
+	if n, ok := v.send(math.MaxInt, &sc); !ok || n != frame || v.left != 0 {
+		t.Fatalf("unpaced: %d of %d bytes", n, frame)
 	}
 }

@@ -53,7 +53,11 @@ type Config struct {
 	Warmup time.Duration
 	// KeyframeInterval of the synthetic video (default 2s).
 	KeyframeInterval time.Duration
-	Duration         time.Duration // of the measurement, after everyone joined
+	// Pace spreads each video frame's packets over bursts 5 ms apart at
+	// 2.5 times the bitrate, as a browser's sender does, instead of
+	// sending them back to back.
+	Pace     bool
+	Duration time.Duration // of the measurement, after everyone joined
 	// Key and Secret mint the tokens; without them, a server in
 	// development mode gives them (/api/dev-token).
 	Key, Secret string
@@ -566,7 +570,7 @@ func startPublishing(ctx context.Context, c *client, cfg Config, sc *sendCounter
 			go l.drainRTCP(func() ([]rtcp.Packet, interceptor.Attributes, error) { return video.Sender().ReadSimulcastRTCP(rid) })
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); sendVideo(ctx, layers, cfg.KeyframeInterval, sc) }()
+		go func() { defer wg.Done(); sendVideo(ctx, layers, cfg.KeyframeInterval, cfg.Pace, sc) }()
 	}
 	if audio != nil {
 		wg.Add(1)

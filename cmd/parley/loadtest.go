@@ -36,6 +36,7 @@ func loadtestCmd(args []string, env func(string) string, stdout, stderr io.Write
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "wait after the last join before measuring")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure, after everyone joined")
 	fs.DurationVar(&cfg.KeyframeInterval, "keyframe-interval", 2*time.Second, "keyframe interval of the synthetic video")
+	fs.BoolVar(&cfg.Pace, "pace", false, "send each video frame in bursts 5 ms apart at 2.5x the bitrate, as a browser paces, instead of back to back")
 	fs.StringVar(&cfg.Key, "key", env("PARLEY_API_KEY"), "API key that mints the tokens (env PARLEY_API_KEY; default: --config or PARLEY_KEYS; none: the server's development tokens)")
 	fs.StringVar(&cfg.Secret, "secret", env("PARLEY_API_SECRET"), "API secret (env PARLEY_API_SECRET)")
 	configPath := fs.String("config", env("PARLEY_CONFIG"), "config file to take the key from")

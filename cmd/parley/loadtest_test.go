@@ -174,10 +174,11 @@ func checkBatched(t *testing.T, m map[string]float64) {
 }
 
 // TestLoadtestNoBatch: with rtc.batch_send off the server forwards one
-// system call per datagram, as cleanly, and serves no batch metrics.
+// system call per datagram, as cleanly, and serves no batch metrics (the
+// publishers pace their frames, as browsers do).
 func TestLoadtestNoBatch(t *testing.T) {
 	base, a := startServer(t, withKeys, func(c *Config) { c.RTC.BatchSend = false })
-	cfg := loadtest.Config{URL: base, Rooms: 1, Publishers: 1, Subscribers: 4, VideoBitrate: 800_000, Audio: true,
+	cfg := loadtest.Config{URL: base, Rooms: 1, Publishers: 1, Subscribers: 4, VideoBitrate: 800_000, Audio: true, Pace: true,
 		Duration: 3 * time.Second, Key: opsKey, Secret: opsSecret, MetricsURL: "http://" + a.Metrics.String() + "/metrics", Loopback: true}
 	rep := runClean(t, cfg, 5)
 	checkPerSubscriber(t, rep, 4)
