@@ -345,6 +345,12 @@ func TestBrowserCall(t *testing.T) {
 		t.Errorf("subscriber connections by send path: direct %v, pion %v; want both browsers direct; RTCP read directly: %v",
 			m[`parley_subscriber_connections_total{send_path="direct"}`], m[`parley_subscriber_connections_total{send_path="pion"}`], m["parley_direct_rtcp_packets_total"])
 	}
+	// What Chromium decodes went through the batched system calls
+	// (rtc.batch_send, the default): recvmmsg in, sendmmsg out.
+	if m := scrape(t, a); m["parley_batch_send_packets_total"] == 0 || m["parley_batch_recv_packets_total"] == 0 || m["parley_batch_send_errors_total"] != 0 {
+		t.Errorf("batched I/O: %v packets sent, %v datagrams read, %v errors", m["parley_batch_send_packets_total"],
+			m["parley_batch_recv_packets_total"], m["parley_batch_send_errors_total"])
+	}
 	// Both publisher connections are on the direct receive path: Parley
 	// decrypts Chromium's simulcast media off the socket and sends it
 	// transport-wide feedback and receiver reports. Chromium's bandwidth
