@@ -160,23 +160,25 @@ func (io *udpIO) sendmmsg(c *mmsgCall, msgs []mmsghdr) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	c.msgs, c.res, c.errno = msgs, 0, 0
-	err := io.rc.Write(c.send)
-	c.msgs = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case c.errno != 0:
-		return 0, c.errno
-	}
-	return c.res, nil
+	return io.call(c, true, msgs)
 }
 
 // recvmmsg reads up to len(msgs) datagrams, waiting for the first: how
 // many came.
 func (io *udpIO) recvmmsg(c *mmsgCall, msgs []mmsghdr) (int, error) {
+	return io.call(c, false, msgs)
+}
+
+// call runs c's sendmmsg (write) or recvmmsg on msgs, waiting for the
+// socket as its net.UDPConn would.
+func (io *udpIO) call(c *mmsgCall, write bool, msgs []mmsghdr) (int, error) {
 	c.msgs, c.res, c.errno = msgs, 0, 0
-	err := io.rc.Read(c.recv)
+	var err error
+	if write {
+		err = io.rc.Write(c.send)
+	} else {
+		err = io.rc.Read(c.recv)
+	}
 	c.msgs = nil
 	switch {
 	case err != nil:
