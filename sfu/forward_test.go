@@ -295,7 +295,7 @@ func TestForwardDelayIsMeasured(t *testing.T) {
 	var n, late uint64
 	for i, c := range h.Counts {
 		n += c
-		if i >= 7 { // above 2.5 ms
+		if i >= 10 { // above 2.5 ms
 			late += c
 		}
 	}
@@ -312,11 +312,11 @@ func TestForwardDelayIsMeasured(t *testing.T) {
 	for _, ns := range []int64{-5, 10_000, 25_000, 25_001, 1_000_000, 1_000_001, 2_000_000_000} {
 		b.observe(ns)
 	}
-	want := [len(delayBounds) + 1]uint64{0: 3, 1: 1, 5: 1, 6: 1, len(delayBounds): 1}
+	want := [len(delayBounds) + 1]uint64{0: 3, 1: 1, 6: 1, 7: 1, len(delayBounds): 1}
 	if got := b.load().Counts; got != want {
 		t.Fatalf("buckets %v, want %v", got, want)
 	}
-	if DelayBounds()[5] != 1e-3 || DelayBounds()[7] != 5e-3 {
+	if DelayBounds()[6] != 1e-3 || DelayBounds()[9] != 2.5e-3 || DelayBounds()[10] != 5e-3 {
 		t.Fatal("bucket bounds changed: update this test and docs/api.md")
 	}
 }
