@@ -66,8 +66,9 @@ type Layer struct {
 	clock     uint64 // the codec's clock rate (Hz), for the jitter
 
 	// the fan-out goroutine of the direct receive path (handOff)
-	fanOnce  sync.Once
+	fanOnce  sync.Once // makes fan
 	fan      chan uint64
+	fanRun   atomic.Bool  // a fan-out goroutine runs
 	fanning  atomic.Int32 // packets handed off and not yet written
 	fanDrops atomic.Uint64
 	fanBusy  atomic.Pointer[atomic.Int64] // where fan-out time is added (rtcpTap.handedNs)
@@ -233,16 +234,20 @@ const socketFanout = inlineFanout
 // server drops rather than let the delay grow.
 const fanQueue = 128
 
-// handOff queues packet num for the layer's fan-out goroutine, which
-// starts with the first.
+// fanIdle: a fan-out goroutine with nothing to do for this long ends,
+// and its batch goes with it; the next hand-off starts another.
+const fanIdle = 2 * time.Second
+
+// handOff queues packet num for the layer's fan-out goroutine, starting
+// one if none runs.
 func (l *Layer) handOff(num uint64) {
-	l.fanOnce.Do(func() {
-		l.fan = make(chan uint64, fanQueue)
-		go l.fanLoop()
-	})
+	l.fanOnce.Do(func() { l.fan = make(chan uint64, fanQueue) })
 	l.fanning.Add(1)
 	select {
 	case l.fan <- num:
+		if !l.fanRun.Load() && l.fanRun.CompareAndSwap(false, true) {
+			go l.fanLoop()
+		}
 	default:
 		l.fanning.Add(-1)
 		l.fanDrops.Add(1)
@@ -252,9 +257,13 @@ func (l *Layer) handOff(num uint64) {
 // fanLoop writes what the reader handed off, batching the copies
 // (sendbatch.go) until its queue is empty. The batch goes out before the
 // last packet stops counting as handed off, so that the reader, which
-// writes in place once nothing is, cannot overtake it.
+// writes in place once nothing is, cannot overtake it. It ends after
+// fanIdle without work, or with the track.
 func (l *Layer) fanLoop() {
 	var q *sendBatch
+	last := monoNow()
+	idle := time.NewTimer(fanIdle)
+	defer idle.Stop()
 	for {
 		select {
 		case num := <-l.fan:
@@ -267,9 +276,23 @@ func (l *Layer) fanLoop() {
 				q.flush()
 			}
 			l.fanning.Add(-1)
+			last = monoNow()
 			if b := l.fanBusy.Load(); b != nil {
-				b.Add(monoNow() - start)
+				b.Add(last - start)
 			}
+		case <-idle.C:
+			if el := time.Duration(monoNow() - last); el < fanIdle {
+				idle.Reset(fanIdle - el)
+				continue
+			}
+			l.fanRun.Store(false)
+			// A packet handed off while this goroutine still counted as
+			// running is this goroutine's to write.
+			if len(l.fan) == 0 || !l.fanRun.CompareAndSwap(false, true) {
+				return
+			}
+			last = monoNow()
+			idle.Reset(fanIdle)
 		case <-l.t.done:
 			return
 		}

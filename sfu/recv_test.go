@@ -642,11 +642,42 @@ func FuzzPublisherRTCP(f *testing.F) {
 func TestFanQueueDrops(t *testing.T) {
 	tr := testTrack()
 	l := tr.layer(0)
-	l.fanOnce.Do(func() { l.fan = make(chan uint64, fanQueue) }) // a goroutine that never reads
+	l.fanOnce.Do(func() { l.fan = make(chan uint64, fanQueue) })
+	l.fanRun.Store(true) // a goroutine that never reads
 	for i := range fanQueue + 5 {
 		l.handOff(uint64(i))
 	}
 	if tr.fanDrops() != 5 || l.fanning.Load() != fanQueue {
 		t.Fatalf("%d dropped, %d queued; want 5 and %d", tr.fanDrops(), l.fanning.Load(), fanQueue)
 	}
+}
+
+// TestFanGoroutineEndsWhenIdle: a layer's fan-out goroutine ends after
+// fanIdle without work (its batch with it), and the next hand-off starts
+// another, which writes every packet.
+func TestFanGoroutineEndsWhenIdle(t *testing.T) {
+	l := newRecvLab(t)
+	conn := &atomicConn{}
+	directDowns(t, l.tr, conn, 3)
+	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+	lay := l.tr.layer(0)
+	seq := uint16(0)
+	burst := func() {
+		for range 10 {
+			seq++
+			l.r.readRTP(l.seal(t, packet(seq, uint32(seq)*3000, true, 100)), monoNow(), true, nil)
+		}
+	}
+	burst()
+	if !lay.fanRun.Load() {
+		t.Fatal("no fan-out goroutine after a crowded hand-off")
+	}
+	if !waitFor(fanIdle+3*time.Second, func() bool { return !lay.fanRun.Load() }) {
+		t.Fatalf("the fan-out goroutine still runs %v after its last packet", fanIdle+3*time.Second)
+	}
+	burst()
+	if !waitFor(5*time.Second, func() bool { return conn.n.Load() == 60 }) || lay.fanning.Load() != 0 {
+		t.Fatalf("%d datagrams of 60, %d packets still queued", conn.n.Load(), lay.fanning.Load())
+	}
+	l.tr.Close()
 }
