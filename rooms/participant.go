@@ -332,17 +332,27 @@ func (p *Participant) setMuted(sid string, muted bool) (TrackInfo, error) {
 	return info, nil
 }
 
-// Unpublish ends one of p's tracks.
+// Unpublish ends one of p's tracks. The room's lock is held from taking
+// the track off p until the others are unsubscribed from it: a leave,
+// which takes p's tracks under the same lock, either finds it or comes
+// after. (Taken off p first and announced after a leave, the track stayed
+// subscribed on every other participant's connection for good: a
+// publisher whose media stops as it leaves ends its tracks just then.)
 func (p *Participant) Unpublish(sid string) error {
+	r := p.room
+	r.mu.Lock()
 	p.mu.Lock()
 	pt, ok := p.tracks[sid]
 	delete(p.tracks, sid)
 	p.mu.Unlock()
+	if ok {
+		r.unpublishLocked(p, sid)
+	}
+	r.mu.Unlock()
 	if !ok {
 		return ErrUnknownTrack
 	}
 	pt.t.Close()
-	p.room.unpublish(p, sid)
 	p.log.Info("track unpublished", "track", sid)
 	return nil
 }

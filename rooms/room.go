@@ -124,10 +124,8 @@ func (r *Room) presenceMedia(p *Participant) {
 	r.presenceMediaLocked(p, time.Now())
 }
 
-// unpublish stops forwarding a track of p and announces it.
-func (r *Room) unpublish(p *Participant, sid string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// unpublishLocked stops forwarding a track of p and announces it.
+func (r *Room) unpublishLocked(p *Participant, sid string) {
 	if r.parts[p.sid] != p {
 		return
 	}
