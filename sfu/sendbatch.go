@@ -53,9 +53,10 @@ type txNote struct {
 // Most of what a system call costs is saved by the first few copies it
 // carries, while every copy of a batch waits for the last to be made: in
 // the 50-subscriber room of docs/performance.md, 16 took as much CPU off
-// as 64 did, and the forwarding delay's p99 stayed where it was without
-// batching (0.96 ms) where 64 doubled it. rxSlots is the most datagrams
-// the reader takes per recvmmsg.
+// as 64 did and raised the forwarding delay's p99 far less (about 0.3-0.5
+// ms with bursty publishers; 64 doubled it); 8 took less CPU off for
+// about the same p99. rxSlots is the most datagrams the reader takes per
+// recvmmsg.
 const (
 	txSlots = 16
 	rxSlots = 16
