@@ -260,16 +260,13 @@ func (l *Layer) handOff(num uint64) {
 // writes in place once nothing is, cannot overtake it. It ends after
 // fanIdle without work, or with the track.
 func (l *Layer) fanLoop() {
-	var q *sendBatch
+	q := newSendBatch(l.fanIO.Load()) // nil without batched I/O
 	last := monoNow()
 	idle := time.NewTimer(fanIdle)
 	defer idle.Stop()
 	for {
 		select {
 		case num := <-l.fan:
-			if q == nil {
-				q = newSendBatch(l.fanIO.Load())
-			}
 			start := monoNow()
 			l.fanOut(num, q)
 			if q != nil && len(l.fan) == 0 {

@@ -89,40 +89,51 @@ func (q *sendBatch) next() []byte {
 	return q.slots[q.n].buf[:]
 }
 
-// commit queues the first n bytes of next's buffer to a, for path p.
+// commit queues the first n bytes of next's buffer to a, for path p: as
+// one more segment of the open GSO message to that destination when it
+// can take it, else as a message of its own.
 func (q *sendBatch) commit(p *directPath, a *net.UDPAddr, n int, note txNote) error {
 	i := q.n
-	s := &q.slots[i]
 	k := txKey{p, a}
-	if q.gso && n <= gsoMaxSegment {
-		if j, ok := q.open[k]; ok {
-			m := &q.msgs[j]
-			if !m.closed && n <= m.size && m.segs < maxSegments && m.bytes+n <= maxGSOBytes {
-				s.len, s.next, s.note = n, -1, note
-				q.n++
-				q.slots[m.last].next = i
-				m.last = i
-				m.segs++
-				m.bytes += n
-				m.closed = n < m.size
-				return nil
-			}
+	m := q.joinable(k, n)
+	if m == nil {
+		d := q.io.dest(p, a)
+		if !d.ok {
+			return errNoDirectPair
 		}
+		m = &q.msgs[q.m]
+		*m = txMsg{first: i, size: n, sa: &d.sa}
+		if q.gso {
+			q.open[k] = q.m
+		}
+		q.m++
+	} else {
+		q.slots[m.last].next = i
 	}
-	d := q.io.dest(p, a)
-	if !d.ok {
-		return errNoDirectPair
-	}
-	m := &q.msgs[q.m]
-	m.sa = &d.sa
-	s.len, s.next, s.note = n, -1, note
+	q.slots[i].len, q.slots[i].next, q.slots[i].note = n, -1, note
 	q.n++
-	m.first, m.last, m.segs, m.size, m.bytes, m.closed = i, i, 1, n, n, n > gsoMaxSegment
-	if q.gso {
-		q.open[k] = q.m
-	}
-	q.m++
+	m.last = i
+	m.segs++
+	m.bytes += n
+	m.closed = n < m.size || n > gsoMaxSegment
 	return nil
+}
+
+// joinable is the open GSO message to k that a segment of n bytes may
+// join, or nil.
+func (q *sendBatch) joinable(k txKey, n int) *txMsg {
+	if !q.gso || n > gsoMaxSegment {
+		return nil
+	}
+	j, ok := q.open[k]
+	if !ok {
+		return nil
+	}
+	m := &q.msgs[j]
+	if m.closed || n > m.size || m.segs >= maxSegments || m.bytes+n > maxGSOBytes {
+		return nil
+	}
+	return m
 }
 
 // pending reports whether copies wait.
