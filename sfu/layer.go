@@ -150,21 +150,25 @@ const inlineFanout = 256
 // It is the per-packet hot path: no allocation; fmu is held across the
 // writes, but only the hand-over to the direct receive path and the
 // once-a-second receiver report ever wait for it.
-func (l *Layer) forward(pkt []byte) { l.forwardOn(pkt, false, false, nil) }
+func (l *Layer) forward(pkt []byte) { l.forwardOn(pkt, 0, false, false, nil) }
 
-// forwardOn is forward; onSocket says it runs on the media socket's reader
-// (the direct receive path), which must never wait for a write pion may
-// block on (ICE-TCP): DownTracks not on the direct send path get the packet
+// forwardOn is forward of a packet that arrived at at (monoNow's clock;
+// 0: now); onSocket says it runs on the media socket's reader (the direct
+// receive path), which must never wait for a write pion may block on
+// (ICE-TCP): DownTracks not on the direct send path get the packet
 // through their writer's queue. See socketFanout for crowded. The copies
 // written in place go into q when it is not nil (the reader's batch).
-func (l *Layer) forwardOn(pkt []byte, onSocket, crowded bool, q *sendBatch) {
+func (l *Layer) forwardOn(pkt []byte, at int64, onSocket, crowded bool, q *sendBatch) {
 	if len(pkt) < 12 {
 		return
 	}
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
 	now := time.Now().UnixNano()
-	mono := monoNow()
+	mono := at
+	if mono == 0 {
+		mono = monoNow()
+	}
 	l.packets.Add(1)
 	l.bytes.Add(uint64(len(pkt)))
 	l.lastAt.Store(now)

@@ -201,13 +201,44 @@ func setMsg(h *mmsghdr, iov []unix.Iovec, sa *sockaddr, oob []byte) {
 	h.n = 0
 }
 
-// setRecv points h at one buffer and room for the sender's address.
-func setRecv(h *mmsghdr, iov *unix.Iovec, buf []byte, sa *unix.RawSockaddrInet6) {
+// setRecv points h at one buffer, room for the sender's address and for
+// the control message oob (the receive time).
+func setRecv(h *mmsghdr, iov *unix.Iovec, buf []byte, sa *unix.RawSockaddrInet6, oob []byte) {
 	iov.Base = &buf[0]
 	iov.SetLen(len(buf))
 	h.hdr = unix.Msghdr{Name: (*byte)(unsafe.Pointer(sa)), Namelen: unix.SizeofSockaddrInet6, Iov: iov}
 	h.hdr.SetIovlen(1)
+	h.hdr.Control = &oob[0]
+	h.hdr.SetControllen(len(oob))
 	h.n = 0
+}
+
+// stampCmsgLen is the room for SO_TIMESTAMPNS's control message: a header
+// and a struct timespec (32 bytes on 64-bit Linux).
+const stampCmsgLen = 64
+
+// stampRx asks the kernel for each datagram's receive time
+// (SO_TIMESTAMPNS): rxStamp reads it. Without it, rxStamp finds none.
+func (io *udpIO) stampRx() {
+	_ = io.rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	})
+}
+
+// rxStamp is the receive time (Unix ns) in a received message's control
+// data, if the kernel gave one.
+func rxStamp(h *unix.Msghdr) (int64, bool) {
+	n := int(h.Controllen)
+	if h.Control == nil || n < unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+		return 0, false
+	}
+	b := unsafe.Slice(h.Control, n)
+	c := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	if c.Level != unix.SOL_SOCKET || c.Type != unix.SO_TIMESTAMPNS || int(c.Len) < unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+		return 0, false
+	}
+	ts := (*unix.Timespec)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+	return ts.Nano(), true
 }
 
 func setIov(v *unix.Iovec, b []byte) {

@@ -165,8 +165,8 @@ func (r *recvPath) lookForRTX(now int64) {
 	}
 }
 
-// readRTP handles b, an RTP packet from the publisher's address, read at
-// now (monotonic ns): false hands it on to pion. It runs on pion's mux
+// readRTP handles b, an RTP packet from the publisher's address that
+// arrived at now (monotonic ns): false hands it on to pion. It runs on pion's mux
 // reader, and forwards there, into q when not nil (the reader's batch).
 func (r *recvPath) readRTP(b []byte, now int64, crowded bool, q *sendBatch) bool {
 	if len(b) < 12 || len(b) > receiveMTU {
@@ -204,7 +204,7 @@ func (r *recvPath) readRTP(b []byte, now int64, crowded bool, q *sendBatch) bool
 		}
 		r.rtx.Add(1)
 	}
-	s.l.forwardOn(out, true, crowded, q)
+	s.l.forwardOn(out, now, true, crowded, q)
 	return true
 }
 

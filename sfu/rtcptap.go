@@ -149,10 +149,10 @@ func tapRemove[V comparable](mu *sync.RWMutex, m map[netip.AddrPort]V, a *net.UD
 // (RFC 5761 section 4: 192-223).
 func isRTCP(b []byte) bool { return len(b) >= 8 && b[0]>>6 == 2 && b[1] >= 192 && b[1] <= 223 }
 
-// take handles b from a if it is a direct connection's RTCP or a
-// direct publisher's media; false hands it on to pion. The copies it
-// forwards go into q when not nil.
-func (t *rtcpTap) take(b []byte, a netip.AddrPort, q *sendBatch) bool {
+// take handles b from a, which arrived at at (monoNow's clock), if it is a
+// direct connection's RTCP or a direct publisher's media; false hands it
+// on to pion. The copies it forwards go into q when not nil.
+func (t *rtcpTap) take(b []byte, a netip.AddrPort, at int64, q *sendBatch) bool {
 	if len(b) < 12 || b[0]>>6 != 2 {
 		return false // STUN, DTLS
 	}
@@ -164,7 +164,7 @@ func (t *rtcpTap) take(b []byte, a netip.AddrPort, q *sendBatch) bool {
 			return false
 		}
 		start := monoNow()
-		ok := r.readRTP(b, start, t.crowded, q)
+		ok := r.readRTP(b, at, t.crowded, q)
 		t.account(start, monoNow())
 		return ok
 	}
@@ -192,7 +192,7 @@ func (t *rtcpTap) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, a, err
 		}
-		if ua, ok := a.(*net.UDPAddr); ok && t.take(b[:n], ua.AddrPort(), nil) {
+		if ua, ok := a.(*net.UDPAddr); ok && t.take(b[:n], ua.AddrPort(), monoNow(), nil) {
 			continue
 		}
 		return n, a, nil
@@ -218,7 +218,7 @@ func (t *rtcpTap) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	}
 	for {
 		n, a, err := t.ap.ReadFromAddrPort(b)
-		if err != nil || !t.take(b[:n], a, nil) {
+		if err != nil || !t.take(b[:n], a, monoNow(), nil) {
 			return n, a, err
 		}
 	}
@@ -236,8 +236,8 @@ func (t *rtcpTap) readBatched(b []byte) (int, netip.AddrPort, error) {
 			}
 			continue
 		}
-		pkt, a := t.rx.take()
-		if t.take(pkt, a, t.tx) {
+		pkt, a, at := t.rx.take()
+		if t.take(pkt, a, at, t.tx) {
 			continue
 		}
 		t.flush()

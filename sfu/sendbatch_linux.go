@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -255,6 +256,12 @@ func (q *sendBatch) sendApart(j int) (sent int) {
 
 // rxBatch is the reader's datagrams from one recvmmsg. Only the reader
 // uses it.
+//
+// Each datagram comes with the time the kernel received it
+// (SO_TIMESTAMPNS), so that a datagram that waited in the socket's queue,
+// or in the batch while the ones before it were forwarded, is not taken
+// as just arrived: the forwarding delay counts from its arrival, and the
+// publisher's transport-wide feedback gives its real arrival time.
 type rxBatch struct {
 	io    *udpIO
 	call  *mmsgCall
@@ -262,7 +269,10 @@ type rxBatch struct {
 	hdrs  [rxSlots]mmsghdr
 	iov   [rxSlots]unix.Iovec
 	names [rxSlots]unix.RawSockaddrInet6
+	oob   [rxSlots][stampCmsgLen]byte
 	bufs  [rxSlots][rxSlotLen]byte
+
+	readMono, readWall int64 // when the last read returned: monoNow, and Unix ns
 }
 
 // rxSlotLen is the largest datagram read whole: pion's mux reads as much.
@@ -272,9 +282,10 @@ func newRxBatch(io *udpIO) *rxBatch {
 	if io == nil {
 		return nil
 	}
+	io.stampRx()
 	r := &rxBatch{io: io, call: newMMsgCall()}
 	for i := range r.hdrs {
-		setRecv(&r.hdrs[i], &r.iov[i], r.bufs[i][:], &r.names[i])
+		setRecv(&r.hdrs[i], &r.iov[i], r.bufs[i][:], &r.names[i], r.oob[i][:])
 	}
 	return r
 }
@@ -282,9 +293,10 @@ func newRxBatch(io *udpIO) *rxBatch {
 // fill reads the next datagrams, waiting for the first.
 func (r *rxBatch) fill() error {
 	for i := range r.n {
-		setRecv(&r.hdrs[i], &r.iov[i], r.bufs[i][:], &r.names[i])
+		setRecv(&r.hdrs[i], &r.iov[i], r.bufs[i][:], &r.names[i], r.oob[i][:])
 	}
 	n, err := r.io.recvmmsg(r.call, r.hdrs[:])
+	r.readMono, r.readWall = monoNow(), time.Now().UnixNano()
 	r.n, r.i = n, 0
 	r.io.reads.Add(1)
 	r.io.readPkts.Add(uint64(n))
@@ -294,9 +306,34 @@ func (r *rxBatch) fill() error {
 // more reports whether a datagram of the last read is not yet handled.
 func (r *rxBatch) more() bool { return r.i < r.n }
 
-// take is the next datagram of the last read and its sender.
-func (r *rxBatch) take() ([]byte, netip.AddrPort) {
+// take is the next datagram of the last read, its sender, and when it
+// arrived (monoNow's clock).
+func (r *rxBatch) take() ([]byte, netip.AddrPort, int64) {
 	i := r.i
 	r.i++
-	return r.bufs[i][:min(int(r.hdrs[i].n), rxSlotLen)], addrPort(&r.names[i])
+	at := r.readMono
+	if wall, ok := rxStamp(&r.hdrs[i].hdr); ok {
+		at = arrival(r.readMono, r.readWall, wall)
+	}
+	return r.bufs[i][:min(int(r.hdrs[i].n), rxSlotLen)], addrPort(&r.names[i]), at
 }
+
+// arrival is when a datagram the kernel stamped wall (Unix ns) arrived,
+// on monoNow's clock, from a read that returned at mono and wall readWall.
+// The wall clock may step: a stamp after the read, or more than
+// maxQueueWait before it, is taken as the read's time, or that long
+// before it.
+func arrival(mono, readWall, wall int64) int64 {
+	wait := readWall - wall
+	switch {
+	case wait < 0:
+		wait = 0
+	case wait > int64(maxQueueWait):
+		wait = int64(maxQueueWait)
+	}
+	return mono - wait
+}
+
+// maxQueueWait is the longest a datagram is taken to have waited in the
+// socket's queue.
+const maxQueueWait = 10 * time.Second

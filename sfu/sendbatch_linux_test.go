@@ -284,7 +284,7 @@ func TestRxBatchReads(t *testing.T) {
 					}
 					continue
 				}
-				b, from := rx.take()
+				b, from, _ := rx.take()
 				want := s1.LocalAddr().(*net.UDPAddr).Port
 				if i%3 == 0 {
 					want = s2.LocalAddr().(*net.UDPAddr).Port
@@ -312,7 +312,7 @@ func TestRxBatchReads(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			b, from := rx.take()
+			b, from, _ := rx.take()
 			_ = c.SetReadDeadline(time.Now().Add(time.Second))
 			if _, err := s1.WriteToUDP(probe, to); err != nil {
 				t.Fatal(err)
@@ -322,6 +322,49 @@ func TestRxBatchReads(t *testing.T) {
 				t.Fatalf("batched read says %v, Go's %v (%v)", from, goFrom, err)
 			}
 		})
+	}
+}
+
+// TestRxBatchArrival: a datagram that waited in the socket's queue is
+// dated when the kernel received it, not when it was read, so that the
+// forwarding delay and the publisher's feedback count the wait.
+func TestRxBatchArrival(t *testing.T) {
+	c, io := batchSender(t, "udp")
+	rx := newRxBatch(io)
+	s := sink(t)
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.LocalAddr().(*net.UDPAddr).Port}
+	// The kernel turns receive stamping on a moment after the first
+	// socket asks (a work queue); until then it dates a datagram when it
+	// is read. So a few tries.
+	var waited time.Duration
+	for try := 0; try < 5 && waited < 90*time.Millisecond; try++ {
+		sent := monoNow()
+		if _, err := s.WriteToUDP([]byte("queued"), to); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if err := rx.fill(); err != nil || !rx.more() {
+			t.Fatalf("read: %v", err)
+		}
+		_, _, at := rx.take()
+		if waited = time.Duration(rx.readMono - at); at < sent || waited > 5*time.Second {
+			t.Fatalf("dated %v before its read, sent %v before it", waited, time.Duration(rx.readMono-sent))
+		}
+	}
+	if waited < 90*time.Millisecond {
+		t.Fatalf("a datagram that waited 100ms is dated %v before its read", waited)
+	}
+	// A wall clock that stepped: never after the read, never more than
+	// maxQueueWait before it.
+	for _, c := range []struct{ wall, want int64 }{
+		{wall: 1_000_500, want: 5000},
+		{wall: 1_000_000 + int64(time.Hour), want: 5000},
+		{wall: 1_000_000 - int64(time.Hour), want: 5000 - int64(maxQueueWait)},
+		{wall: 999_000, want: 4000},
+	} {
+		if got := arrival(5000, 1_000_000, c.wall); got != c.want {
+			t.Errorf("arrival(read at 5000, wall 1e6, stamp %d) = %d, want %d", c.wall, got, c.want)
+		}
 	}
 }
 
@@ -379,7 +422,7 @@ func TestBatchedForwardDoesNotAllocate(t *testing.T) {
 	step := func() {
 		seq++
 		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
-		l.forwardOn(pkt, true, false, q)
+		l.forwardOn(pkt, 0, true, false, q)
 		q.flush()
 	}
 	for range 2 * ringSize {

@@ -26,7 +26,7 @@ func (*sendBatch) flush()                                              {}
 
 type rxBatch struct{}
 
-func newRxBatch(*udpIO) *rxBatch                { return nil }
-func (*rxBatch) fill() error                    { return nil }
-func (*rxBatch) more() bool                     { return false }
-func (*rxBatch) take() ([]byte, netip.AddrPort) { return nil, netip.AddrPort{} }
+func newRxBatch(*udpIO) *rxBatch                       { return nil }
+func (*rxBatch) fill() error                           { return nil }
+func (*rxBatch) more() bool                            { return false }
+func (*rxBatch) take() ([]byte, netip.AddrPort, int64) { return nil, netip.AddrPort{}, 0 }
