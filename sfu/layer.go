@@ -204,21 +204,47 @@ func (l *Layer) forwardOn(pkt []byte, at int64, onSocket, crowded bool, q *sendB
 			// What the reader wrote in place goes first: the fan-out
 			// goroutine's batch must not overtake it.
 			if q != nil {
-				q.flush()
+				q.flushLocked(l)
 			}
 			l.handOff(num)
 			return
 		}
-		for _, d := range downs {
-			if d.sendsDirect() {
+		if q != nil && l.nack != nil && (len(downs) >= holdFanout || q.holds(l)) {
+			q.hold(l, num) // fanned out at the reader's next send
+			return
+		}
+		nums := [1]uint64{num}
+		l.fanOutSocket(downs, nums[:], q)
+		return
+	}
+	nums := [1]uint64{num}
+	l.fanOut(nums[:], nil)
+}
+
+// fanOutHeld writes the held packets nums, in order, to the layer's
+// DownTracks, one DownTrack at a time (sendbatch.go), into the reader's
+// batch q. fmu is held as forwardOn holds it.
+func (l *Layer) fanOutHeld(nums []uint64, q *sendBatch) {
+	l.fmu.Lock()
+	l.fanOutSocket(l.downs.load(), nums, q)
+	l.fmu.Unlock()
+}
+
+// fanOutSocket is the media socket reader's fan-out of nums: in place to
+// the DownTracks on the direct send path, through their writer's queue to
+// the others.
+func (l *Layer) fanOutSocket(downs []*DownTrack, nums []uint64, q *sendBatch) {
+	for _, d := range downs {
+		if d.sendsDirect() {
+			for _, num := range nums {
 				d.deliver(l, num, q)
-			} else {
+			}
+		} else {
+			for _, num := range nums {
 				d.enqueue(l, num)
 			}
 		}
-		return
 	}
-	l.fanOut(num, nil)
 }
 
 // socketFanout is how many copies of a packet the media socket's reader
@@ -265,6 +291,7 @@ func (l *Layer) handOff(num uint64) {
 // fanIdle without work, or with the track.
 func (l *Layer) fanLoop() {
 	q := newSendBatch(l.fanIO.Load()) // nil without batched I/O
+	var nums [heldSlots]uint64
 	last := monoNow()
 	idle := time.NewTimer(fanIdle)
 	defer idle.Stop()
@@ -272,11 +299,24 @@ func (l *Layer) fanLoop() {
 		select {
 		case num := <-l.fan:
 			start := monoNow()
-			l.fanOut(num, q)
+			// With a batch, what else of a video layer's is queued goes
+			// with it, written subscriber by subscriber (sendbatch.go).
+			nums[0] = num
+			k := 1
+		more:
+			for q != nil && l.nack != nil && k < len(nums) {
+				select {
+				case nums[k] = <-l.fan:
+					k++
+				default:
+					break more
+				}
+			}
+			l.fanOut(nums[:k], q)
 			if q != nil && len(l.fan) == 0 {
 				q.flush()
 			}
-			l.fanning.Add(-1)
+			l.fanning.Add(-int32(k))
 			last = monoNow()
 			if b := l.fanBusy.Load(); b != nil {
 				b.Add(last - start)
@@ -300,9 +340,10 @@ func (l *Layer) fanLoop() {
 	}
 }
 
-// fanOut writes packet num to the layer's DownTracks (into q when not
-// nil), or queues it to their writers.
-func (l *Layer) fanOut(num uint64, q *sendBatch) {
+// fanOut writes packets nums, in order, to the layer's DownTracks, one
+// DownTrack at a time (into q when not nil), or queues them to their
+// writers.
+func (l *Layer) fanOut(nums []uint64, q *sendBatch) {
 	downs := l.downs.load()
 	inline := len(downs)
 	// GOMAXPROCS(0) takes the scheduler's lock: only a room larger than
@@ -312,10 +353,14 @@ func (l *Layer) fanOut(num uint64, q *sendBatch) {
 	}
 	// The rest first, so that other Ps start on it while this one writes.
 	for _, d := range downs[inline:] {
-		d.enqueue(l, num)
+		for _, num := range nums {
+			d.enqueue(l, num)
+		}
 	}
 	for _, d := range downs[:inline] {
-		d.deliver(l, num, q)
+		for _, num := range nums {
+			d.deliver(l, num, q)
+		}
 	}
 }
 

@@ -20,8 +20,24 @@ package sfu
 // reader reads with recvmmsg, so a busy socket gives it several datagrams
 // per system call too.
 //
+// The reader does not fan a packet out as it reads it, either: it holds
+// the packets of one read (hold) and fans them out when it sends, one
+// subscriber at a time (Layer.fanOutHeld), and a fan-out goroutine does
+// the same with what its queue holds. So one subscriber's copies of a
+// burst (a video frame's packets, which are of one size but the last)
+// sit side by side in the batch, and go as one GSO message: without that,
+// a batch of a large room's copies is one packet to 16 subscribers and
+// never groups. A subscriber's copies still go in the order their packets
+// were read; the first copy of a read waits for the read's others to be
+// decrypted (a few microseconds each), and a later subscriber's copy of
+// the read's first packet waits for the earlier subscribers' copies of
+// all of them, where it waited for their copies of that packet only:
+// what a subscriber can decode, a whole frame, comes as early as before
+// for the last subscriber and earlier for the others.
+//
 // A copy's accounting (packets, bytes, the forwarding delay) is done when
-// its batch is sent, so the delay includes the wait in the batch.
+// its batch is sent, so the delay includes the wait in the batch, and the
+// wait for its fan-out: it runs from when the packet was decrypted.
 
 import (
 	"net"
@@ -47,6 +63,65 @@ type txNote struct {
 	at     int64 // when its packet was read (monoNow)
 	n      int   // its size before encryption
 	octets int   // its payload
+}
+
+// held is a goroutine's packets whose fan-out waits for its next send:
+// at most heldSlots, one read's worth.
+type held struct {
+	n   int
+	l   [heldSlots]*Layer
+	num [heldSlots]uint64
+}
+
+// heldSlots is the most packets whose fan-out waits.
+const heldSlots = rxSlots
+
+// Only video is held: an audio layer's packets come one every 20 ms or
+// so, never several to a read, so holding them would group nothing and
+// delay every copy (in the crowded room of 200 listeners, where fan-out
+// goroutines drain their queues, it doubled the delay).
+//
+// holdFanout is the fewest DownTracks a layer's packets are held for.
+// A smaller fan-out's copies of a read's packets mostly fit one batch,
+// where they group all the same (a copy joins the open GSO message to its
+// destination, wherever it is in the batch), so holding would only add
+// the wait and the second pass: the meeting of docs/performance.md, three
+// subscribers a layer, took more CPU with it.
+const holdFanout = txSlots / 2
+
+// take empties h into a copy, so that what the fan-out writes may hold
+// (and send) anew while the copy is worked through.
+func (h *held) take() held {
+	c := *h
+	clear(h.l[:h.n])
+	h.n = 0
+	return c
+}
+
+// runHeld fans out the held packets, layer by layer, each layer's
+// subscriber by subscriber, into q. The caller holds locked's fmu (nil:
+// none).
+func runHeld(h held, q *sendBatch, locked *Layer) {
+	var done uint32 // entries fanned out
+	var nums [heldSlots]uint64
+	for i := range h.n {
+		if done&(1<<i) != 0 {
+			continue
+		}
+		l, k := h.l[i], 0
+		for j := i; j < h.n; j++ {
+			if h.l[j] == l {
+				nums[k] = h.num[j]
+				k++
+				done |= 1 << j
+			}
+		}
+		if l == locked {
+			l.fanOutSocket(l.downs.load(), nums[:k], q)
+		} else {
+			l.fanOutHeld(nums[:k], q)
+		}
+	}
 }
 
 // txSlots is how many copies a batch holds: a fuller one is sent at once.

@@ -72,6 +72,8 @@ type sendBatch struct {
 
 	apart    [1]mmsghdr // sendApart's
 	apartIov [1]unix.Iovec
+
+	held held // fan-outs to make before the next send
 }
 
 // newSendBatch is a batch on io, or nil without one.
@@ -85,7 +87,7 @@ func newSendBatch(io *udpIO) *sendBatch {
 // next is the buffer of the next copy, sending the batch first when full.
 func (q *sendBatch) next() []byte {
 	if q.n == len(q.slots) {
-		q.flush()
+		q.send()
 	}
 	return q.slots[q.n].buf[:]
 }
@@ -137,14 +139,47 @@ func (q *sendBatch) joinable(k txKey, n int) *txMsg {
 	return m
 }
 
-// pending reports whether copies wait.
-func (q *sendBatch) pending() bool { return q.m > 0 }
+// hold keeps packet num of l for its fan-out at the next flush; a full
+// list is fanned out at once.
+func (q *sendBatch) hold(l *Layer, num uint64) {
+	if q.held.n == heldSlots {
+		runHeld(q.held.take(), q, l)
+	}
+	q.held.l[q.held.n], q.held.num[q.held.n] = l, num
+	q.held.n++
+}
 
-// flush hands every waiting copy to the kernel: one sendmmsg, more when
+// holds reports whether a packet of l is held: l's next packets must be
+// too, to keep their order.
+func (q *sendBatch) holds(l *Layer) bool {
+	for _, h := range q.held.l[:q.held.n] {
+		if h == l {
+			return true
+		}
+	}
+	return false
+}
+
+// pending reports whether copies, or held fan-outs, wait.
+func (q *sendBatch) pending() bool { return q.m > 0 || q.held.n > 0 }
+
+// flush makes the held fan-outs and hands every waiting copy to the
+// kernel.
+func (q *sendBatch) flush() { q.flushLocked(nil) }
+
+// flushLocked is flush by a caller that holds l's fmu.
+func (q *sendBatch) flushLocked(l *Layer) {
+	if q.held.n > 0 {
+		runHeld(q.held.take(), q, l)
+	}
+	q.send()
+}
+
+// send hands every waiting copy to the kernel: one sendmmsg, more when
 // the kernel takes part (the socket's buffer) or refuses a message (an
 // unreachable address: that message is dropped; GSO refused: GSO goes off
 // for the socket and the message goes out datagram by datagram).
-func (q *sendBatch) flush() {
+func (q *sendBatch) send() {
 	if q.m == 0 {
 		return
 	}

@@ -541,3 +541,72 @@ func TestBatchedHandOff(t *testing.T) {
 	}
 	l.tr.Close()
 }
+
+// TestHeldFanOutGroups: the packets of one read (a frame's five, the last
+// shorter) are fanned out subscriber by subscriber when the reader sends,
+// so each subscriber's copies sit side by side and go as one GSO message.
+// Eight subscribers' 40 copies fill a batch of 16 twice and a half: 10
+// messages (a subscriber's five are cut in two where a batch ends), where
+// packet by packet every batch held two or three packets to eight
+// subscribers: 24. Each subscriber's copies arrive whole and in order, on
+// its own connection.
+func TestHeldFanOutGroups(t *testing.T) {
+	_, io := batchSender(t, "udp")
+	if !io.gso.Load() {
+		t.Fatal("the socket does not take UDP_SEGMENT") // every kernel since 4.18 does
+	}
+	l := newRecvLab(t)
+	l.r.io = io
+	const subs, frame = 8, 5
+	sinks := make([]*net.UDPConn, subs)
+	downs := directDowns(t, l.tr, nil, subs)
+	for i, d := range downs {
+		sinks[i] = sink(t)
+		var p atomic.Pointer[directPath]
+		p.Store(testDirectPath(t, nil))
+		p.Load().addr.Store(sinks[i].LocalAddr().(*net.UDPAddr))
+		d.path = &p
+	}
+	l.r.adoptStreams(l.tr.layer(0), 1234, 0, 96)
+	q := newSendBatch(io)
+	read := func(first uint16) {
+		for seq := first; seq < first+frame; seq++ {
+			size := 1000
+			if seq == first+frame-1 {
+				size = 400
+			}
+			if !l.r.readRTP(l.seal(t, packet(seq, uint32(first)*3000, seq == 1, size)), monoNow(), false, q) {
+				t.Fatalf("packet %d not taken", seq)
+			}
+		}
+		if io.calls.Load() != 0 && first == 1 {
+			t.Fatal("the reader sent before its read was handled")
+		}
+		q.flush()
+	}
+	read(1)
+	if c, m, p := io.calls.Load(), io.msgs.Load(), io.pkts.Load(); c != 3 || m != 10 || p != subs*frame {
+		t.Fatalf("%d sendmmsg, %d messages, %d datagrams; want 3, 10, %d", c, m, p, subs*frame)
+	}
+	for i := range 3 {
+		read(uint16(1 + frame*(i+1)))
+	}
+	for i, s := range sinks {
+		got := readAll(t, s)
+		if len(got) != 4*frame {
+			t.Fatalf("subscriber %d: %d datagrams, want %d", i, len(got), 4*frame)
+		}
+		var prev uint16
+		for j, b := range got {
+			ssrc, seq := binary.BigEndian.Uint32(b[8:12]), binary.BigEndian.Uint16(b[2:4])
+			if ssrc != uint32(i+1) || (j > 0 && seq != prev+1) {
+				t.Fatalf("subscriber %d: ssrc %d seq %d after %d", i, ssrc, seq, prev)
+			}
+			prev = seq
+		}
+	}
+	if m := io.msgs.Load(); m != 4*10 {
+		t.Fatalf("%d messages for 4 reads to %d subscribers, want 40", m, subs)
+	}
+	l.tr.Close()
+}

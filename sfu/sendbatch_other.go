@@ -23,6 +23,9 @@ func (*sendBatch) next() []byte                                        { return 
 func (*sendBatch) commit(*directPath, *net.UDPAddr, int, txNote) error { return errNoDirectPair }
 func (*sendBatch) pending() bool                                       { return false }
 func (*sendBatch) flush()                                              {}
+func (*sendBatch) flushLocked(*Layer)                                  {}
+func (*sendBatch) hold(*Layer, uint64)                                 {}
+func (*sendBatch) holds(*Layer) bool                                   { return false }
 
 type rxBatch struct{}
 
