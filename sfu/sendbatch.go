@@ -20,8 +20,9 @@ package sfu
 // reader reads with recvmmsg, so a busy socket gives it several datagrams
 // per system call too.
 //
-// The reader does not fan a packet out as it reads it, either: it holds
-// the packets of one read (hold) and fans them out when it sends, one
+// The reader does not fan a video packet out as it reads it, either
+// (when its layer has holdFanout DownTracks or more): it holds the
+// packets of one read (hold) and fans them out when it sends, one
 // subscriber at a time (Layer.fanOutHeld), and a fan-out goroutine does
 // the same with what its queue holds. So one subscriber's copies of a
 // burst (a video frame's packets, which are of one size but the last)
@@ -37,7 +38,8 @@ package sfu
 //
 // A copy's accounting (packets, bytes, the forwarding delay) is done when
 // its batch is sent, so the delay includes the wait in the batch, and the
-// wait for its fan-out: it runs from when the packet was decrypted.
+// wait for its fan-out: it runs from when the kernel received the packet
+// (rxBatch), so the wait in the socket's queue is in it too.
 
 import (
 	"net"
