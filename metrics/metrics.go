@@ -69,6 +69,7 @@ var (
 	batchMsgsDesc    = desc("batch_send_messages_total", "UDP messages the batched sender handed the kernel; with GSO one carries several packets (rtc.batch_send only).")
 	batchPktsDesc    = desc("batch_send_packets_total", "Packets the batched sender sent (rtc.batch_send only).")
 	batchErrsDesc    = desc("batch_send_errors_total", "Failed batched sends (rtc.batch_send only).")
+	batchCauseDesc   = desc("batch_send_error_causes_total", "Failed batched sends by the kernel's error, e.g. EPERM (a firewall rule), ENETUNREACH (no route) (rtc.batch_send only).", "cause")
 	batchGSODesc     = desc("batch_send_gso", "1 while the media socket takes UDP GSO, 0 once the kernel refused it (rtc.batch_send only).")
 	batchReadsDesc   = desc("batch_recv_calls_total", "recvmmsg system calls of the media socket's reader (rtc.batch_send only).")
 	batchReadPktDesc = desc("batch_recv_packets_total", "Datagrams the media socket's reader read with them (rtc.batch_send only).")
@@ -100,7 +101,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{roomsDesc, participantsDesc, publishedDesc, subscribedDesc, packetsInDesc, bytesInDesc,
 		packetsOutDesc, bytesOutDesc, droppedDesc, nacksDesc, plisDesc, retransDesc, nacksSentDesc, switchesDesc, paddingDesc, delayDesc, sendPathDesc, directRTCPDesc, recvPathDesc, directRTPDesc, directRTPBadDesc, lossDesc, wsDesc, errorsDesc, dataDesc,
-		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchGSODesc, batchReadsDesc, batchReadPktDesc,
+		batchCallsDesc, batchMsgsDesc, batchPktsDesc, batchErrsDesc, batchCauseDesc, batchGSODesc, batchReadsDesc, batchReadPktDesc,
 		drainingDesc, turnAllocsDesc, turnBytesDesc, turnAuthDesc, hookDropDesc, hookFailDesc, hookSentDesc, redisUpDesc, nodesDesc, pipesDesc, chatLostDesc, eventsLostDesc} {
 		ch <- d
 	}
@@ -153,6 +154,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(batchMsgsDesc, b.Messages)
 		counter(batchPktsDesc, b.Packets)
 		counter(batchErrsDesc, b.Errors)
+		for cause, n := range b.Causes {
+			counter(batchCauseDesc, n, cause)
+		}
 		counter(batchReadsDesc, b.Reads)
 		counter(batchReadPktDesc, b.ReadPkts)
 		gso := 0.0

@@ -88,6 +88,8 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	conn   net.PacketConn
+	wconn  net.PacketConn // Parley's own writes to conn's socket (ownWriter)
+	wclose func()
 	mux    *ice.UDPMuxDefault
 	tap    *rtcpTap // the direct paths' reader on conn; nil: PionSend and PionReceive
 	tcpL   net.Listener
@@ -124,9 +126,10 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		return nil, fmt.Errorf("sfu: cannot open media port udp %s (rtc.udp_port; is another server using it?): %w", addr, err)
 	}
 	e := &Engine{cfg: cfg, log: log, conn: conn}
+	e.wconn, e.wclose = ownWriter(conn)
 	muxConn := conn
 	if !cfg.PionSend || !cfg.PionReceive {
-		e.tap = newRTCPTap(conn, !cfg.NoBatch)
+		e.tap = newRTCPTap(conn, e.wconn, !cfg.NoBatch)
 		muxConn = e.tap
 	}
 	e.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: muxConn, Net: cfg.Net})
@@ -136,6 +139,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		l, err := net.ListenTCP("tcp", taddr)
 		if err != nil {
 			_ = e.mux.Close()
+			e.wclose()
 			return nil, fmt.Errorf("sfu: cannot open ICE-TCP port tcp %s (rtc.tcp_port): %w", taddr, err)
 		}
 		e.tcpL = l
@@ -161,7 +165,9 @@ func (e *Engine) Close() error {
 	if e.tcpMux != nil {
 		_ = e.tcpMux.Close()
 	}
-	return e.mux.Close()
+	err := e.mux.Close()
+	e.wclose()
+	return err
 }
 
 // newPublisherConnection builds the connection a client publishes on: it

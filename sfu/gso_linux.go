@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
+	"strconv"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +41,34 @@ func gsoSupported(c *net.UDPConn) bool {
 		ok = err == nil
 	})
 	return ok
+}
+
+// failed counts a send the kernel refused, by its cause (errors are rare:
+// a lock is cheap enough).
+func (io *udpIO) failed(err error) {
+	io.errs.Add(1)
+	cause := "other"
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e):
+		cause = errnoName(e)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		cause = "timeout" // a write deadline on the handle
+	}
+	io.causeMu.Lock()
+	if io.causes == nil {
+		io.causes = map[string]uint64{}
+	}
+	io.causes[cause]++
+	io.causeMu.Unlock()
+}
+
+// errnoName is e's symbolic name ("ECONNREFUSED"), or its number.
+func errnoName(e syscall.Errno) string {
+	if n := unix.ErrnoName(e); n != "" {
+		return n
+	}
+	return "errno " + strconv.Itoa(int(e))
 }
 
 // isGSOError: the kernel refused a segmented send (EIO: the device cannot

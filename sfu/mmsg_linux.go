@@ -21,8 +21,10 @@ type mmsghdr struct {
 	n   uint32
 }
 
-// newUDPIO is the batched I/O of c, or nil when c cannot have it.
-func newUDPIO(c net.PacketConn) *udpIO {
+// newUDPIO is the batched I/O of c, or nil when c cannot have it. It
+// reads c and writes through w, a handle on the same socket (ownWriter;
+// c itself will do).
+func newUDPIO(c, w net.PacketConn) *udpIO {
 	uc, ok := c.(*net.UDPConn)
 	if !ok {
 		return nil
@@ -31,7 +33,15 @@ func newUDPIO(c net.PacketConn) *udpIO {
 	if err != nil {
 		return nil
 	}
-	io := &udpIO{conn: uc, rc: rc}
+	wc, ok := w.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	wrc, err := wc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	io := &udpIO{conn: uc, rc: rc, wrc: wrc}
 	fam := 0
 	if err := rc.Control(func(fd uintptr) {
 		if sa, err := unix.Getsockname(int(fd)); err == nil {
@@ -175,7 +185,7 @@ func (io *udpIO) call(c *mmsgCall, write bool, msgs []mmsghdr) (int, error) {
 	c.msgs, c.res, c.errno = msgs, 0, 0
 	var err error
 	if write {
-		err = io.rc.Write(c.send)
+		err = io.wrc.Write(c.send)
 	} else {
 		err = io.rc.Read(c.recv)
 	}

@@ -335,7 +335,7 @@ type Subscriber struct {
 	ready     atomic.Bool // the connection is up: SRTP can be written
 	keys      *dtlsKeys   // nil: direct path off
 	direct    atomic.Pointer[directPath]
-	conn      net.PacketConn // the engine's media socket
+	conn      net.PacketConn // the engine's media socket, as Parley writes it (ownWriter)
 	tap       *rtcpTap       // where the direct path's RTCP is read
 	ssrcs     atomic.Pointer[ssrcIndex]
 	ssrcGen   atomic.Uint64 // bumped when DownTracks come, go or bind
@@ -362,7 +362,7 @@ func (e *Engine) NewSubscriber(ev PeerEvents, timeout time.Duration, log *slog.L
 	}
 	s := &Subscriber{pc: pc, ev: ev, log: log, timeout: timeout, stats: &e.stats, bwe: b,
 		downs: map[string]*DownTrack{}, senders: map[string]*webrtc.RTPSender{},
-		done: make(chan struct{}), kick: make(chan struct{}, 1), keys: keys, conn: e.conn, tap: e.tap}
+		done: make(chan struct{}), kick: make(chan struct{}, 1), keys: keys, conn: e.wconn, tap: e.tap}
 	s.gate.emit = ev.Candidate
 	pc.OnICECandidate(s.gate.push)
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.pairChanged)

@@ -107,7 +107,7 @@ type recvLab struct {
 func newRecvLab(t testing.TB) *recvLab {
 	keys := srtpKeys{key: bytes.Repeat([]byte{3}, 16), salt: bytes.Repeat([]byte{5}, 12)}
 	profile := srtp.ProtectionProfileAeadAes128Gcm
-	tap := newRTCPTap(nil, false)
+	tap := newRTCPTap(nil, nil, false)
 	r, err := newRecvPath(tap, keys, profile, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +463,7 @@ func TestRecvPathHandsOff(t *testing.T) {
 // handed off (so that handing off does not end it at once), and not after
 // one that did not.
 func TestTapCrowded(t *testing.T) {
-	tap := newRTCPTap(nil, false)
+	tap := newRTCPTap(nil, nil, false)
 	ms := int64(time.Millisecond)
 	now := int64(0)
 	// run: 20 packets 10 ms apart, each busy ms in the reader and handed

@@ -67,15 +67,16 @@ func (t *rtcpTap) account(start, end int64) {
 }
 
 // newRTCPTap reads c for pion's mux; batch: with recvmmsg, and the
-// forwarded copies batched (sendbatch.go), where c is a UDP socket on Linux.
-func newRTCPTap(c net.PacketConn, batch bool) *rtcpTap {
+// forwarded copies batched (sendbatch.go) and written through w (a handle
+// on c's socket, ownWriter), where c is a UDP socket on Linux.
+func newRTCPTap(c, w net.PacketConn, batch bool) *rtcpTap {
 	t := &rtcpTap{PacketConn: c, byAddr: map[netip.AddrPort]*directPath{}, pubs: map[netip.AddrPort]*recvPath{}}
 	t.ap, _ = c.(ice.AddrPortReaderWriter)
 	if uc, ok := c.(*net.UDPConn); ok {
 		t.ap = udpAddrPort{uc}
 	}
 	if batch {
-		if t.io = newUDPIO(c); t.io != nil {
+		if t.io = newUDPIO(c, w); t.io != nil {
 			t.rx, t.tx = newRxBatch(t.io), newSendBatch(t.io)
 		}
 	}

@@ -42,7 +42,9 @@ package sfu
 // (rxBatch), so the wait in the socket's queue is in it too.
 
 import (
+	"maps"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -51,12 +53,26 @@ import (
 // by every goroutine that forwards; each has its own sendBatch or rxBatch.
 type udpIO struct {
 	conn *net.UDPConn
-	rc   syscall.RawConn
-	v6   bool        // an IPv6 socket: IPv4 peers are v4-mapped
-	gso  atomic.Bool // the socket takes UDP_SEGMENT; cleared once the kernel refuses it
+	rc   syscall.RawConn // reads
+	wrc  syscall.RawConn // writes: ownWriter's handle
+	v6   bool            // an IPv6 socket: IPv4 peers are v4-mapped
+	gso  atomic.Bool     // the socket takes UDP_SEGMENT; cleared once the kernel refuses it
 
 	calls, msgs, pkts, errs, gsoOff atomic.Uint64 // sends
 	reads, readPkts                 atomic.Uint64 // recvmmsg calls, datagrams they read
+
+	causeMu sync.Mutex
+	causes  map[string]uint64 // failed sends by errno name
+}
+
+// errorCauses is a copy of the failed sends by cause.
+func (io *udpIO) errorCauses() map[string]uint64 {
+	io.causeMu.Lock()
+	defer io.causeMu.Unlock()
+	if len(io.causes) == 0 {
+		return nil
+	}
+	return maps.Clone(io.causes)
 }
 
 // txNote is what a copy's DownTrack counts once the copy is sent.

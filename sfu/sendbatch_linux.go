@@ -220,7 +220,7 @@ func (q *sendBatch) send() {
 			}
 			done++
 		default:
-			q.io.errs.Add(1)
+			q.io.failed(err)
 			q.account(done, done+1, false)
 			done++
 		}
@@ -269,14 +269,14 @@ func (q *sendBatch) sendApart(j int) (sent int) {
 		sl := &q.slots[s]
 		setIov(&q.apartIov[0], sl.buf[:sl.len])
 		setMsg(&q.apart[0], q.apartIov[:], m.sa, nil)
-		n, _ := q.io.sendmmsg(q.call, q.apart[:])
+		n, err := q.io.sendmmsg(q.call, q.apart[:])
 		q.io.calls.Add(1)
 		if n == 1 {
 			sent++
 			q.io.msgs.Add(1)
 			q.io.pkts.Add(1)
 		} else {
-			q.io.errs.Add(1)
+			q.io.failed(err)
 		}
 		switch d := sl.note.d; {
 		case d == nil:

@@ -28,7 +28,7 @@ func batchSender(t testing.TB, network string) (*net.UDPConn, *udpIO) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	io := newUDPIO(c)
+	io := newUDPIO(c, c)
 	if io == nil {
 		t.Fatal("no batched I/O on a UDP socket")
 	}
@@ -232,6 +232,10 @@ func TestSendBatchBadAddress(t *testing.T) {
 	if !io.gso.Load() || db.drops.Load() != 2 || db.packets.Load() != 0 || dg.packets.Load() != 2 || io.errs.Load() != 2 {
 		t.Fatalf("gso %v, bad: %d dropped %d sent, good: %d sent, errors %d", io.gso.Load(), db.drops.Load(), db.packets.Load(), dg.packets.Load(), io.errs.Load())
 	}
+	// The operator sees why: the kernel's error, by name.
+	if c := io.errorCauses(); len(c) != 1 || c["EINVAL"] != 2 {
+		t.Fatalf("causes %v, want EINVAL: 2", c)
+	}
 }
 
 // TestSendBatchIPv6 sends to an IPv6 address from the dual-stack socket,
@@ -373,7 +377,7 @@ func TestRxBatchArrival(t *testing.T) {
 // with the sender's address.
 func TestTapBatchedHandsOn(t *testing.T) {
 	c, _ := batchSender(t, "udp")
-	tap := newRTCPTap(c, true)
+	tap := newRTCPTap(c, c, true)
 	if tap.rx == nil || tap.tx == nil {
 		t.Fatal("the tap has no batched I/O on a UDP socket")
 	}
@@ -609,4 +613,60 @@ func TestHeldFanOutGroups(t *testing.T) {
 		t.Fatalf("%d messages for 4 reads to %d subscribers, want 40", m, subs)
 	}
 	l.tr.Close()
+}
+
+// TestOwnWriterSurvivesMuxAbort: pion's UDP mux aborts a closing
+// connection's write by setting the socket's write deadline to now for a
+// moment. Writes through the same handle fail meanwhile; Parley's, through
+// ownWriter's handle, batched or not, still go out.
+func TestOwnWriterSurvivesMuxAbort(t *testing.T) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w, closeW := ownWriter(c)
+	defer closeW()
+	if w == net.PacketConn(c) {
+		t.Fatal("no handle of its own")
+	}
+	if w.LocalAddr().String() != c.LocalAddr().String() {
+		t.Fatalf("the handle is %v, the socket %v", w.LocalAddr(), c.LocalAddr())
+	}
+	r := sink(t)
+	_ = c.SetWriteDeadline(time.Now()) // what ice.UDPMuxDefault.abortWrite does
+	for _, own := range []bool{false, true} {
+		h := net.PacketConn(c)
+		if own {
+			h = w
+		}
+		io := newUDPIO(c, h)
+		q := newSendBatch(io)
+		p := pathTo(r)
+		queue(t, q, p, 500, 1, nil)
+		queue(t, q, p, 500, 2, nil)
+		q.flush()
+		_, werr := h.WriteTo([]byte{3}, r.LocalAddr())
+		if !own {
+			if io.errs.Load() != 1 || io.errorCauses()["timeout"] != 1 || werr == nil {
+				t.Fatalf("through the mux's handle: %d batch errors (%v), write error %v; want both to fail", io.errs.Load(), io.errorCauses(), werr)
+			}
+			continue
+		}
+		if io.errs.Load() != 0 || io.pkts.Load() != 2 || werr != nil {
+			t.Fatalf("through its own handle: %d errors, %d sent, write error %v", io.errs.Load(), io.pkts.Load(), werr)
+		}
+		if got := readAll(t, r); len(got) != 3 {
+			t.Fatalf("%d datagrams arrived, want 3", len(got))
+		}
+	}
+	// Reads are the socket's: a datagram to it is read through c.
+	if _, err := r.WriteTo([]byte("in"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.LocalAddr().(*net.UDPAddr).Port}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 16)
+	if n, _, err := c.ReadFrom(buf); err != nil || string(buf[:n]) != "in" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
 }

@@ -12,7 +12,7 @@ import (
 
 const batchIOSupported = false
 
-func newUDPIO(net.PacketConn) *udpIO { return nil }
+func newUDPIO(_, _ net.PacketConn) *udpIO { return nil }
 
 type sendBatch struct{}
 

@@ -51,6 +51,10 @@ type BatchStats struct {
 	Messages uint64 // UDP messages in them (a GSO message carries several packets)
 	Packets  uint64 // packets sent
 	Errors   uint64 // failed sends (the packets are lost, as with one sendto)
+	// Causes counts the failed sends by the kernel's error ("EPERM": a
+	// firewall rule; "ENETUNREACH": no route; "EINVAL": an address the
+	// socket cannot send to); nil when none failed.
+	Causes   map[string]uint64
 	Reads    uint64 // recvmmsg system calls of the media socket's reader
 	ReadPkts uint64 // datagrams they read
 }
@@ -154,7 +158,7 @@ func (e *Engine) Stats() Stats {
 	if e.tap != nil && e.tap.io != nil {
 		io := e.tap.io
 		st.Batch = BatchStats{Enabled: true, GSO: io.gso.Load(), Calls: io.calls.Load(), Messages: io.msgs.Load(),
-			Packets: io.pkts.Load(), Errors: io.errs.Load(), Reads: io.reads.Load(), ReadPkts: io.readPkts.Load()}
+			Packets: io.pkts.Load(), Errors: io.errs.Load(), Causes: io.errorCauses(), Reads: io.reads.Load(), ReadPkts: io.readPkts.Load()}
 	}
 	return st
 }
