@@ -17,7 +17,10 @@ import (
 // own.
 //
 // It is c itself where no such handle can be made (pion's vnet, or a
-// platform without it). closeW closes the handle, not the socket.
+// platform without it). closeW closes the handle, not the socket. Make it
+// before the socket is used: making it turns the socket blocking for a
+// moment (net.FilePacketConn calls os.File.Fd, then sets the new handle,
+// and with it the socket, non-blocking again).
 func ownWriter(c net.PacketConn) (w net.PacketConn, closeW func()) {
 	uc, ok := c.(*net.UDPConn)
 	if !ok {
