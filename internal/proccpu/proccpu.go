@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package proccpu reads the CPU time this process has used, for the parts
 // that adapt to load (the cluster's load report, adaptive GOMAXPROCS).
 package proccpu
