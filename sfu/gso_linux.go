@@ -3,7 +3,6 @@ package sfu
 import (
 	"encoding/binary"
 	"errors"
-	"net"
 	"os"
 	"strconv"
 	"syscall"
@@ -28,13 +27,10 @@ func putGSOCmsg(b []byte, size uint16) {
 	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], size)
 }
 
-// gsoSupported reports whether the kernel takes UDP_SEGMENT on c: reading
-// the option back works from Linux 4.18, the release that added UDP GSO.
-func gsoSupported(c *net.UDPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
+// gsoSupported reports whether the kernel takes UDP_SEGMENT on rc's
+// socket: reading the option back works from Linux 4.18, the release that
+// added UDP GSO.
+func gsoSupported(rc syscall.RawConn) bool {
 	ok := false
 	_ = rc.Control(func(fd uintptr) {
 		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)

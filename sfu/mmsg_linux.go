@@ -25,23 +25,11 @@ type mmsghdr struct {
 // reads c and writes through w, a handle on the same socket (ownWriter;
 // c itself will do).
 func newUDPIO(c, w net.PacketConn) *udpIO {
-	uc, ok := c.(*net.UDPConn)
-	if !ok {
+	rc, wrc := udpRaw(c), udpRaw(w)
+	if rc == nil || wrc == nil {
 		return nil
 	}
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	wc, ok := w.(*net.UDPConn)
-	if !ok {
-		return nil
-	}
-	wrc, err := wc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	io := &udpIO{conn: uc, rc: rc, wrc: wrc}
+	io := &udpIO{rc: rc, wrc: wrc}
 	fam := 0
 	if err := rc.Control(func(fd uintptr) {
 		if sa, err := unix.Getsockname(int(fd)); err == nil {
@@ -56,8 +44,21 @@ func newUDPIO(c, w net.PacketConn) *udpIO {
 		return nil
 	}
 	io.v6 = fam == unix.AF_INET6
-	io.gso.Store(gsoSupported(uc))
+	io.gso.Store(gsoSupported(rc))
 	return io
+}
+
+// udpRaw is c's raw socket access, or nil when c is not a UDP socket.
+func udpRaw(c net.PacketConn) syscall.RawConn {
+	uc, ok := c.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // sockaddr is a raw socket address, IPv4 or IPv6 (the larger).
@@ -238,13 +239,13 @@ func (io *udpIO) stampRx() {
 // rxStamp is the receive time (Unix ns) in a received message's control
 // data, if the kernel gave one.
 func rxStamp(h *unix.Msghdr) (int64, bool) {
-	n := int(h.Controllen)
-	if h.Control == nil || n < unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+	n, want := int(h.Controllen), unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{})))
+	if h.Control == nil || n < want {
 		return 0, false
 	}
 	b := unsafe.Slice(h.Control, n)
 	c := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	if c.Level != unix.SOL_SOCKET || c.Type != unix.SO_TIMESTAMPNS || int(c.Len) < unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+	if c.Level != unix.SOL_SOCKET || c.Type != unix.SO_TIMESTAMPNS || int(c.Len) < want {
 		return 0, false
 	}
 	ts := (*unix.Timespec)(unsafe.Pointer(&b[unix.CmsgLen(0)]))

@@ -43,7 +43,6 @@ package sfu
 
 import (
 	"maps"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,11 +51,10 @@ import (
 // udpIO is the media socket's batched system calls (mmsg_linux.go), shared
 // by every goroutine that forwards; each has its own sendBatch or rxBatch.
 type udpIO struct {
-	conn *net.UDPConn
-	rc   syscall.RawConn // reads
-	wrc  syscall.RawConn // writes: ownWriter's handle
-	v6   bool            // an IPv6 socket: IPv4 peers are v4-mapped
-	gso  atomic.Bool     // the socket takes UDP_SEGMENT; cleared once the kernel refuses it
+	rc  syscall.RawConn // reads
+	wrc syscall.RawConn // writes: ownWriter's handle
+	v6  bool            // an IPv6 socket: IPv4 peers are v4-mapped
+	gso atomic.Bool     // the socket takes UDP_SEGMENT; cleared once the kernel refuses it
 
 	calls, msgs, pkts, errs, gsoOff atomic.Uint64 // sends
 	reads, readPkts                 atomic.Uint64 // recvmmsg calls, datagrams they read

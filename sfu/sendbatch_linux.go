@@ -331,7 +331,8 @@ func (r *rxBatch) fill() error {
 		setRecv(&r.hdrs[i], &r.iov[i], r.bufs[i][:], &r.names[i], r.oob[i][:])
 	}
 	n, err := r.io.recvmmsg(r.call, r.hdrs[:])
-	r.readMono, r.readWall = monoNow(), time.Now().UnixNano()
+	now := time.Now() // one clock read for both
+	r.readMono, r.readWall = int64(now.Sub(monoBase)), now.UnixNano()
 	r.n, r.i = n, 0
 	r.io.reads.Add(1)
 	r.io.readPkts.Add(uint64(n))
