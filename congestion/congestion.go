@@ -30,6 +30,11 @@ type Config struct {
 	MinBitrate int64
 	// MaxBitrate is the highest the estimate goes (bits/s).
 	MaxBitrate int64
+	// Epoch is when the clock of StampAt's times reads zero; the zero
+	// value is when New runs. A sender that reads a monotonic clock of
+	// its own per packet anyway sets it to that clock's zero and hands
+	// its readings to StampAt, instead of Stamp reading the clock again.
+	Epoch time.Time
 }
 
 // Validate checks the config and names the first bad field.
@@ -72,7 +77,11 @@ func New(cfg Config) (*Controller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Controller{epoch: time.Now(), est: newEstimator(cfg.InitialBitrate, cfg.MinBitrate, cfg.MaxBitrate)}
+	epoch := cfg.Epoch
+	if epoch.IsZero() {
+		epoch = time.Now()
+	}
+	c := &Controller{epoch: epoch, est: newEstimator(cfg.InitialBitrate, cfg.MinBitrate, cfg.MaxBitrate)}
 	c.target.Store(cfg.InitialBitrate)
 	return c, nil
 }
@@ -123,12 +132,18 @@ type stream struct {
 // writes past the interceptor (sfu's direct path); h points at ext until
 // the packet is marshalled.
 func (c *Controller) Stamp(id uint8, h *rtp.Header, payloadLen int, ext *[2]byte) {
+	c.StampAt(id, h, payloadLen, ext, c.nowUs())
+}
+
+// StampAt is Stamp for a packet sent at nowUs, microseconds since the
+// Controller's epoch (Config.Epoch).
+func (c *Controller) StampAt(id uint8, h *rtp.Header, payloadLen int, ext *[2]byte, nowUs int64) {
 	seq, s := c.sent.take()
 	*ext = [2]byte{byte(seq >> 8), byte(seq)}
 	if err := h.SetExtension(id, ext[:]); err != nil {
 		return // the receiver will count the missing number as lost
 	}
-	s.record(seq, h.MarshalSize()+payloadLen, c.nowUs())
+	s.record(seq, h.MarshalSize()+payloadLen, nowUs)
 }
 
 // BindRTCPReader takes transport-cc feedback out of what the connection

@@ -3,6 +3,7 @@ package congestion
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
@@ -119,6 +120,32 @@ func TestStampDoesNotAllocate(t *testing.T) {
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations per packet, want 0", n)
+	}
+}
+
+// TestStampAtUsesTheGivenClock: StampAt records the send time it is
+// given, on the clock of Config.Epoch, and Stamp reads that same clock, so
+// that a sender may stamp some packets with its own readings and others
+// through the interceptor.
+func TestStampAtUsesTheGivenClock(t *testing.T) {
+	epoch := time.Now().Add(-time.Hour)
+	c, err := New(Config{InitialBitrate: 1e6, MinBitrate: 1e5, MaxBitrate: 1e7, Epoch: epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ext [2]byte
+	h := &rtp.Header{Version: 2, SSRC: 5}
+	at := int64(time.Hour/time.Microsecond) - 12345
+	c.StampAt(3, h, 1000, &ext, at)
+	if got, _, ok := c.sent.lookup(0, at+10); !ok || got != at {
+		t.Fatalf("StampAt(%d) recorded %d (found %v)", at, got, ok)
+	}
+	h = &rtp.Header{Version: 2, SSRC: 5}
+	before := time.Since(epoch).Microseconds()
+	c.Stamp(3, h, 1000, &ext)
+	after := time.Since(epoch).Microseconds()
+	if got, _, ok := c.sent.lookup(1, after); !ok || got < before || got > after {
+		t.Fatalf("Stamp recorded %d, want within [%d, %d] since the epoch (found %v)", got, before, after, ok)
 	}
 }
 

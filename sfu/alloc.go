@@ -40,7 +40,7 @@ type bwe struct {
 }
 
 func newBWE() (*bwe, error) {
-	c, err := congestion.New(congestion.Config{InitialBitrate: initialEstimate, MinBitrate: minEstimate, MaxBitrate: maxEstimate})
+	c, err := congestion.New(congestion.Config{InitialBitrate: initialEstimate, MinBitrate: minEstimate, MaxBitrate: maxEstimate, Epoch: monoBase})
 	if err != nil {
 		return nil, fmt.Errorf("sfu: congestion control: %w", err)
 	}

@@ -223,7 +223,11 @@ func (s *directSender) write(h *rtp.Header, payload []byte, q *sendBatch, note t
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tcc != 0 {
-		s.path.cc.Stamp(s.tcc, h, len(payload), &s.ext)
+		made := note.made
+		if made == 0 {
+			made = monoNow()
+		}
+		s.path.cc.StampAt(s.tcc, h, len(payload), &s.ext, made/1e3)
 	}
 	buf := s.buf[:]
 	if q != nil {

@@ -116,8 +116,8 @@ type DownTrack struct {
 	lastOutSeq uint16
 	lastOutTS  uint32
 	outTS      atomic.Uint32 // lastOutTS, for padding
-	lastSent   time.Time
-	kfAsked    time.Time // when the writer last asked for the keyframe it waits for; zero: not waiting
+	lastSent   int64         // when lastOutTS was sent (monoNow)
+	kfAsked    time.Time     // when the writer last asked for the keyframe it waits for; zero: not waiting
 
 	// NACK answers and padding (hmu)
 	hmu    sync.Mutex
@@ -125,7 +125,7 @@ type DownTrack struct {
 	hmask  uint16
 	rtxSeq uint16
 	srTS   uint32 // the RTP timestamp last sent, for sender reports
-	srAt   int64  // when, wall clock (ns); 0: nothing sent
+	srAt   int64  // when (monoNow); 0: nothing sent
 	rbuf   [packetMTU + 2]byte
 	rhdr   rtp.Header
 	pad    [255]byte
@@ -550,7 +550,9 @@ func (d *DownTrack) writePacket(l *Layer, num uint64, q *sendBatch) {
 		}
 		marker = marker || end
 	}
-	now := time.Now()
+	// One clock read per copy (monoNow): the rewrite, the NACK history,
+	// the sender reports' anchor and the transport-wide stamp share it.
+	now := monoNow()
 	switch {
 	case !d.started:
 		d.started = true
@@ -559,7 +561,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64, q *sendBatch) {
 		// Continue right after the last packet sent, advancing the
 		// timestamp by the wall time since then.
 		wantSeq := d.lastOutSeq + 1
-		elapsed := uint32(now.Sub(d.lastSent).Seconds()*float64(d.codec.ClockRate)) + 1
+		elapsed := uint32(float64(now-d.lastSent)/1e9*float64(d.codec.ClockRate)) + 1
 		wantTS := d.lastOutTS + elapsed
 		d.seqOff = wantSeq - d.hdr.SequenceNumber
 		d.tsOff = wantTS - d.hdr.Timestamp
@@ -579,8 +581,8 @@ func (d *DownTrack) writePacket(l *Layer, num uint64, q *sendBatch) {
 		d.outTS.Store(d.lastOutTS)
 		d.lastSent = now
 	}
-	d.remember(l, num, marker, now.UnixNano(), advance)
-	queued, err := d.writeRTP(b, &d.hdr, payload, q, txNote{d: d, at: at, n: n, octets: len(payload)})
+	d.remember(l, num, marker, now, advance)
+	queued, err := d.writeRTP(b, &d.hdr, payload, q, txNote{d: d, at: at, made: now, n: n, octets: len(payload)})
 	if err != nil {
 		d.drops.Add(1)
 		return
@@ -671,7 +673,7 @@ func (d *DownTrack) resend(seq uint16) {
 	if b == nil || d.isClosed() {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	d.hmu.Lock()
 	defer d.hmu.Unlock()
 	e := &d.hist[seq&d.hmask]

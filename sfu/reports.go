@@ -24,11 +24,11 @@ func ntpTime(t time.Time) uint64 {
 	return sec<<32 | frac
 }
 
-// senderReport is d's sender report at now, or false when d has sent
-// nothing. The RTP time is the last timestamp sent advanced by the wall
+// senderReport is d's sender report at now (mono: the same instant by
+// monoNow), or false when d has sent nothing. The RTP time is the last timestamp sent advanced by the wall
 // time since, as pion's report interceptor computes it, so that the
 // receiver can line audio up with video.
-func (d *DownTrack) senderReport(now time.Time) (rtcp.SenderReport, bool) {
+func (d *DownTrack) senderReport(now time.Time, mono int64) (rtcp.SenderReport, bool) {
 	b := d.bind.Load()
 	if b == nil || d.isClosed() {
 		return rtcp.SenderReport{}, false
@@ -39,7 +39,7 @@ func (d *DownTrack) senderReport(now time.Time) (rtcp.SenderReport, bool) {
 	if at == 0 {
 		return rtcp.SenderReport{}, false
 	}
-	elapsed := max(now.UnixNano()-at, 0)
+	elapsed := max(mono-at, 0)
 	return rtcp.SenderReport{
 		SSRC:        b.ssrc,
 		NTPTime:     ntpTime(now),
@@ -56,11 +56,11 @@ func (s *Subscriber) sendReports() {
 	if !s.ready.Load() {
 		return
 	}
-	now := time.Now()
+	now, mono := time.Now(), monoNow()
 	s.mu.Lock()
 	pkts := make([]rtcp.Packet, 0, len(s.downs))
 	for _, d := range s.downs {
-		if sr, ok := d.senderReport(now); ok {
+		if sr, ok := d.senderReport(now, mono); ok {
 			pkts = append(pkts, &sr)
 		}
 	}

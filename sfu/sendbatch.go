@@ -77,6 +77,7 @@ func (io *udpIO) errorCauses() map[string]uint64 {
 type txNote struct {
 	d      *DownTrack
 	at     int64 // when its packet was read (monoNow)
+	made   int64 // when the copy was made (monoNow); 0: now
 	n      int   // its size before encryption
 	octets int   // its payload
 }
