@@ -141,10 +141,19 @@ func newMMsgCall() *mmsgCall {
 	return c
 }
 
+// The socket is non-blocking (Go's netpoller waits for it), so neither
+// call ever sleeps in the kernel: they are made as raw system calls, which
+// do not tell the scheduler that the goroutine entered a system call. A
+// batch of copies can keep sendmmsg in the kernel for 50 µs and more (on
+// loopback it delivers every copy into its receiver's socket too); a
+// scheduler-visible call that long lets the runtime's monitor thread
+// (sysmon) take the P away, hand it off, and start polling every 20 µs
+// again, and the goroutine must get a P back when the call returns: per
+// burst, CPU that an SFU with one P spends for nothing.
 func (c *mmsgCall) doSend(fd uintptr) bool {
-	r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), 0, 0, 0)
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), 0, 0, 0)
 	for e == unix.EINTR {
-		r, _, e = unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), 0, 0, 0)
+		r, _, e = unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), 0, 0, 0)
 	}
 	if e == unix.EAGAIN {
 		return false // wait until the socket's buffer has room
@@ -154,9 +163,9 @@ func (c *mmsgCall) doSend(fd uintptr) bool {
 }
 
 func (c *mmsgCall) doRecv(fd uintptr) bool {
-	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), unix.MSG_DONTWAIT, 0, 0)
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), unix.MSG_DONTWAIT, 0, 0)
 	for e == unix.EINTR {
-		r, _, e = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		r, _, e = unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)), unix.MSG_DONTWAIT, 0, 0)
 	}
 	if e == unix.EAGAIN {
 		return false // wait for a datagram
