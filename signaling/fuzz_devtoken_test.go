@@ -94,3 +94,22 @@ func FuzzDevToken(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDevName: devName, which the endpoint checks names with, accepts
+// exactly what the documented patterns match (the regular expressions it
+// replaced to save the server 2 MB).
+func FuzzDevName(f *testing.F) {
+	for _, s := range []string{"", "a", "standup", " ", "a b", "ÅSA.ø_9", "Ⅻ İ ǅ", "a/b", "x\n", "n\u00a0", "id\u200b",
+		"\xff\xfe", "\xc3", "ro\x00om", "٣٤", "中文", "e\u0301", strings.Repeat("r", 64), strings.Repeat("r", 65),
+		strings.Repeat("é", 64), strings.Repeat("é", 65), strings.Repeat("i", 80), strings.Repeat("i", 81)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := devName(s, 64, true), devRoomName.MatchString(s); got != want {
+			t.Fatalf("devName(%q, 64, spaces) = %v, the room pattern says %v", s, got, want)
+		}
+		if got, want := devName(s, 80, false), devIdentity.MatchString(s); got != want {
+			t.Fatalf("devName(%q, 80) = %v, the identity pattern says %v", s, got, want)
+		}
+	})
+}
