@@ -63,7 +63,7 @@ type histEntry struct {
 	num    uint64
 	seqOff uint16
 	tsOff  uint32
-	sentAt int64
+	sentAt int64 // when it was last sent (monoNow)
 	tries  uint8 // resends so far
 }
 
@@ -559,7 +559,7 @@ func (d *DownTrack) writePacket(l *Layer, num uint64, q *sendBatch) {
 		d.seqOff, d.tsOff = 0, 0
 	case d.resync.Swap(false):
 		// Continue right after the last packet sent, advancing the
-		// timestamp by the wall time since then.
+		// timestamp by the time since then.
 		wantSeq := d.lastOutSeq + 1
 		elapsed := uint32(float64(now-d.lastSent)/1e9*float64(d.codec.ClockRate)) + 1
 		wantTS := d.lastOutTS + elapsed

@@ -25,9 +25,11 @@ func ntpTime(t time.Time) uint64 {
 }
 
 // senderReport is d's sender report at now (mono: the same instant by
-// monoNow), or false when d has sent nothing. The RTP time is the last timestamp sent advanced by the wall
-// time since, as pion's report interceptor computes it, so that the
-// receiver can line audio up with video.
+// monoNow), or false when d has sent nothing. The RTP time is the last
+// timestamp sent advanced by the time since (on the monotonic clock, so
+// that a step of the wall clock does not move it), as pion's report
+// interceptor computes it, so that the receiver can line audio up with
+// video.
 func (d *DownTrack) senderReport(now time.Time, mono int64) (rtcp.SenderReport, bool) {
 	b := d.bind.Load()
 	if b == nil || d.isClosed() {
