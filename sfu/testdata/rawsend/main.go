@@ -2,7 +2,8 @@
 // a raw one (docs/performance.md, "sendmmsg and recvmmsg as raw system
 // calls"): at GOMAXPROCS=1, bursts of 8 sendmmsg of 16 datagrams of 1100
 // bytes, 2 ms apart, to 10 loopback sockets that another process drains.
-// It prints the process's CPU time per datagram.
+// It prints the process's CPU time per datagram. A third argument sets
+// GOMAXPROCS (default 1).
 //
 //	.ci/netns bash -c 'go build -o /tmp/rawsend ./sfu/testdata/rawsend &&
 //	  (/tmp/rawsend sink & sleep 0.3; /tmp/rawsend sys 1000; /tmp/rawsend raw 1000; kill %1)'
@@ -63,7 +64,11 @@ func main() {
 	if len(os.Args) > 2 {
 		bursts, _ = strconv.Atoi(os.Args[2])
 	}
-	runtime.GOMAXPROCS(1)
+	procs := 1
+	if len(os.Args) > 3 {
+		procs, _ = strconv.Atoi(os.Args[3])
+	}
+	runtime.GOMAXPROCS(procs)
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -104,5 +109,5 @@ func main() {
 		time.Sleep(2 * time.Millisecond)
 	}
 	n := bursts * 8 * len(msgs)
-	fmt.Printf("%s: %.2f µs of CPU per datagram (%d datagrams)\n", os.Args[1], float64((cpu()-start).Nanoseconds())/1e3/float64(n), n)
+	fmt.Printf("%s, GOMAXPROCS=%d: %.2f µs of CPU per datagram (%d datagrams)\n", os.Args[1], procs, float64((cpu()-start).Nanoseconds())/1e3/float64(n), n)
 }
