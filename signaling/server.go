@@ -289,18 +289,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// devName reports whether s is 1 to max letters, digits, '_', '.', '-'
+// devName reports whether s is 1 to limit letters, digits, '_', '.', '-'
 // and, with spaces, ' ' (what the development tokens accept for a room, a
 // name, an identity). It replaces the regular expressions
 // ^[\p{L}\p{N}_.\- ]{1,64}$ and ^[\p{L}\p{N}_.\-]{1,80}$, whose
 // compiled programs repeat the Unicode classes 64 and 80 times: 4 MB
 // allocated at start-up and about 2 MB kept for as long as the server
 // runs.
-func devName(s string, max int, spaces bool) bool {
+func devName(s string, limit int, spaces bool) bool {
 	n := 0
 	for _, r := range s { // invalid UTF-8 is U+FFFD, neither letter nor digit
 		n++
-		if n > max {
+		if n > limit {
 			return false
 		}
 		switch {
