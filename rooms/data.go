@@ -200,9 +200,7 @@ func (r *Room) detachDataLocked(p *Participant) {
 // enqueue queues one reliable message for p without blocking. A client
 // whose queue is full is not reading and is disconnected.
 func (p *Participant) enqueue(msg string) {
-	select {
-	case p.dq <- msg:
-	default:
+	if !p.dq.Push(msg) {
 		if p.dataOverflow.CompareAndSwap(false, true) {
 			go p.fail("slow_client", fmt.Errorf("%w: %d data messages waiting", sfu.ErrDataStalled, dataQueueLen))
 		}
@@ -211,10 +209,7 @@ func (p *Participant) enqueue(msg string) {
 
 // enqueueLossy queues one lossy message, or drops it.
 func (p *Participant) enqueueLossy(msg string) {
-	select {
-	case p.lq <- msg:
-	default:
-	}
+	p.lq.Push(msg) // full: dropped
 }
 
 func (p *Participant) writeData(port dataPort) {
@@ -223,19 +218,30 @@ func (p *Participant) writeData(port dataPort) {
 		select {
 		case <-p.dataDone:
 			return
-		case msg := <-p.dq:
-			err := port.Send(msg, stall)
-			switch {
-			case err == nil:
-			case errors.Is(err, sfu.ErrDataStalled):
-				go p.fail("slow_client", err)
-				return
-			default: // the channel closed; media may go on
-				r := p.room
-				r.dmu.Lock()
-				r.detachDataLocked(p)
-				r.dmu.Unlock()
-				return
+		case <-p.dq.Ready():
+			for {
+				select {
+				case <-p.dataDone:
+					return
+				default:
+				}
+				msg, ok := p.dq.Pop()
+				if !ok {
+					break
+				}
+				err := port.Send(msg, stall)
+				switch {
+				case err == nil:
+				case errors.Is(err, sfu.ErrDataStalled):
+					go p.fail("slow_client", err)
+					return
+				default: // the channel closed; media may go on
+					r := p.room
+					r.dmu.Lock()
+					r.detachDataLocked(p)
+					r.dmu.Unlock()
+					return
+				}
 			}
 		}
 	}
@@ -246,8 +252,14 @@ func (p *Participant) writeLossy(port dataPort) {
 		select {
 		case <-p.dataDone:
 			return
-		case msg := <-p.lq:
-			_ = port.SendLossy(msg) // lossy: a busy channel drops
+		case <-p.lq.Ready():
+			for {
+				msg, ok := p.lq.Pop()
+				if !ok {
+					break
+				}
+				_ = port.SendLossy(msg) // lossy: a busy channel drops
+			}
 		}
 	}
 }

@@ -237,12 +237,12 @@ func FuzzDataMessage(f *testing.F) {
 	r := m.Room("fuzz")
 	f.Fuzz(func(t *testing.T, lossy bool, msg []byte) {
 		alice.lossyErrAt = time.Time{} // every lossy error is reported
-		before := len(alice.dq) + int(ap.sent.Load())
+		before := alice.dq.Len() + int(ap.sent.Load())
 		alice.handleData(lossy, msg)
 		var head struct{ Type string }
 		if json.Unmarshal(msg, &head) != nil && len(msg) <= 2048 {
 			// Not JSON: exactly one error for the sender.
-			waitUntil(t, func() bool { return len(alice.dq)+int(ap.sent.Load()) >= before+1 })
+			waitUntil(t, func() bool { return alice.dq.Len()+int(ap.sent.Load()) >= before+1 })
 		}
 		r.dmu.Lock()
 		defer r.dmu.Unlock()

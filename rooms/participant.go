@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-rtc/parley/internal/queue"
 	"github.com/parley-rtc/parley/limit"
 	"github.com/parley-rtc/parley/sfu"
 )
@@ -49,7 +50,7 @@ type Participant struct {
 
 	// Data channels (data.go). dq and lq are the outgoing queues; the
 	// limiters and lossyErrAt belong to the goroutine of their channel.
-	dq, lq       chan string
+	dq, lq       *queue.Queue[string]
 	dataDone     chan struct{} // closed when p leaves
 	dataReady    bool          // guarded by room.dmu: p is in room.ready
 	dataOverflow atomic.Bool
@@ -63,7 +64,7 @@ func newParticipant(p JoinParams, cfg *Config) *Participant {
 		sid: newID("PA_"), identity: p.Identity, name: p.Name, grants: p.Grants,
 		joinedAt: time.Now(), sink: p.Sink, tracks: map[string]*published{}, descs: map[string]TrackDesc{},
 		maxTracks: cfg.MaxTracksPerParticipant,
-		dq:        make(chan string, dataQueueLen), lq: make(chan string, lossyQueueLen), dataDone: make(chan struct{}),
+		dq:        queue.New[string](dataQueueLen), lq: queue.New[string](lossyQueueLen), dataDone: make(chan struct{}),
 		dataLimit: limit.NewWindow(cfg.Data.RateLimit, cfg.Data.RateWindow), lossyLimit: limit.NewWindow(cfg.Data.LossyRateLimit, time.Second),
 	}
 }

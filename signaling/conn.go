@@ -12,6 +12,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/cluster"
+	"github.com/parley-rtc/parley/internal/queue"
 	"github.com/parley-rtc/parley/limit"
 	"github.com/parley-rtc/parley/rooms"
 	"github.com/parley-rtc/parley/sfu"
@@ -44,7 +45,7 @@ type conn struct {
 	remote string
 	log    *slog.Logger
 	in     chan inbound
-	out    chan outMsg
+	out    *queue.Queue[outMsg]
 	done   chan struct{} // owner finished
 	wdone  chan struct{} // writer finished
 	stop   chan struct{} // server shutdown
@@ -87,7 +88,7 @@ type socket interface {
 func newConn(s *Server, ws socket, remote string) *conn {
 	return &conn{
 		s: s, ws: ws, remote: remote, log: s.log.With("remote", remote),
-		in: make(chan inbound), out: make(chan outMsg, outQueueLen),
+		in: make(chan inbound), out: queue.New[outMsg](outQueueLen),
 		done: make(chan struct{}), wdone: make(chan struct{}), stop: make(chan struct{}),
 		evNotify: make(chan struct{}, 1), kick: make(chan struct{}),
 		limit: limit.NewWindow(s.cfg.RateLimit, s.cfg.RateWindow),
@@ -200,16 +201,22 @@ func (c *conn) writeLoop() {
 	defer ping.Stop()
 	for {
 		select {
-		case m := <-c.out:
-			deadline := time.Now().Add(c.s.cfg.WriteTimeout)
-			if m.closeCode != 0 {
-				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.closeCode, m.closeText), deadline)
-				return
-			}
-			_ = c.ws.SetWriteDeadline(deadline)
-			if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
-				failed()
-				return
+		case <-c.out.Ready():
+			for {
+				m, ok := c.out.Pop()
+				if !ok {
+					break
+				}
+				deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+				if m.closeCode != 0 {
+					_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.closeCode, m.closeText), deadline)
+					return
+				}
+				_ = c.ws.SetWriteDeadline(deadline)
+				if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
+					failed()
+					return
+				}
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
@@ -234,9 +241,7 @@ func (c *conn) send(typ string, payload any) {
 		return
 	}
 	frame, _ := json.Marshal(Envelope{Type: typ, Data: data})
-	select {
-	case c.out <- outMsg{data: frame}:
-	default:
+	if !c.out.Push(outMsg{data: frame}) {
 		c.log.Warn("client is not reading its messages; disconnecting")
 		c.finish("slow_client", websocket.ClosePolicyViolation, "send queue full")
 	}
@@ -266,13 +271,11 @@ func (c *conn) finish(reason string, closeCode int, closeText string) {
 		c.part.Leave(reason)
 	}
 	c.finished = true
-	select {
-	case c.out <- outMsg{closeCode: closeCode, closeText: closeText}:
+	if c.out.Push(outMsg{closeCode: closeCode, closeText: closeText}) {
 		select {
 		case <-c.wdone:
 		case <-time.After(c.s.cfg.WriteTimeout):
 		}
-	default:
 	}
 	_ = c.ws.Close()
 }

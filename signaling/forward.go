@@ -118,9 +118,7 @@ func (c *conn) forwardIn(data []byte) {
 // pipe's end.
 func (c *conn) forwardOut(data []byte, ok bool) {
 	if ok {
-		select {
-		case c.out <- outMsg{data: data}:
-		default:
+		if !c.out.Push(outMsg{data: data}) {
 			c.log.Warn("client is not reading its messages; disconnecting")
 			c.fwd.Close(websocket.ClosePolicyViolation, "send queue full")
 			c.finish("", websocket.ClosePolicyViolation, "send queue full")

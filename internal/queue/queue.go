@@ -1,0 +1,92 @@
+// Package queue is a bounded first-in first-out queue for one consumer
+// that takes memory only for what waits in it.
+//
+// A buffered channel of n elements allocates all n when it is made: the
+// signaling and data-channel queues, sized for a burst (512 and 1024
+// messages), cost every participant about 45 KB while almost always
+// empty. A Queue starts with no buffer, grows by doubling up to its
+// limit, and drops its buffer again once drained.
+package queue
+
+import "sync"
+
+// minCap is the first buffer's length, and the largest kept while empty.
+const minCap = 8
+
+// Queue holds at most limit values. Push never blocks; one goroutine
+// consumes with Ready and Pop. The zero value is not usable: call New.
+type Queue[T any] struct {
+	mu      sync.Mutex
+	buf     []T // ring; len(buf) is a power of two, or 0
+	head, n int
+	limit   int
+	ready   chan struct{} // holds a token while the queue may be non-empty
+	zero    T
+}
+
+// New makes a Queue for at most limit values (limit ≥ 1).
+func New[T any](limit int) *Queue[T] {
+	return &Queue[T]{limit: max(limit, 1), ready: make(chan struct{}, 1)}
+}
+
+// Push adds v at the tail. It reports false, and leaves the queue as it
+// was, when limit values are waiting.
+func (q *Queue[T]) Push(v T) bool {
+	q.mu.Lock()
+	if q.n >= q.limit {
+		q.mu.Unlock()
+		return false
+	}
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.buf[(q.head+q.n)&(len(q.buf)-1)] = v
+	q.n++
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (q *Queue[T]) grow() {
+	c := max(2*len(q.buf), minCap)
+	nb := make([]T, c)
+	for i := range q.n {
+		nb[i] = q.buf[(q.head+i)&(len(q.buf)-1)]
+	}
+	q.buf, q.head = nb, 0
+}
+
+// Pop takes the value at the head; ok is false when the queue is empty.
+func (q *Queue[T]) Pop() (v T, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return v, false
+	}
+	v = q.buf[q.head]
+	q.buf[q.head] = q.zero // let the garbage collector have it
+	q.head = (q.head + 1) & (len(q.buf) - 1)
+	q.n--
+	if q.n == 0 {
+		q.head = 0
+		if len(q.buf) > minCap {
+			q.buf = nil // a burst's buffer is not kept
+		}
+	}
+	return v, true
+}
+
+// Len is how many values wait.
+func (q *Queue[T]) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// Ready receives after a Push. The consumer selects on it, then Pops
+// until the queue is empty: a value pushed after that empty Pop sends
+// Ready again, so none is left waiting unseen.
+func (q *Queue[T]) Ready() <-chan struct{} { return q.ready }
