@@ -54,16 +54,18 @@ type binding struct {
 }
 
 // histEntry maps one sent sequence number to the packet in its layer's ring
-// and the offsets it was sent with.
+// and the offsets it was sent with. Its fields are ordered by size, so
+// that it packs into 40 bytes (48 in declaration order): a video
+// subscriber keeps histSize of them per track.
 type histEntry struct {
-	out    uint16
-	valid  bool
-	marker bool
 	l      *Layer
 	num    uint64
-	seqOff uint16
-	tsOff  uint32
 	sentAt int64 // when it was last sent (monoNow)
+	tsOff  uint32
+	out    uint16
+	seqOff uint16
+	valid  bool
+	marker bool
 	tries  uint8 // resends so far
 }
 
