@@ -138,12 +138,12 @@ func (c *Controller) Stamp(id uint8, h *rtp.Header, payloadLen int, ext *[2]byte
 // StampAt is Stamp for a packet sent at nowUs, microseconds since the
 // Controller's epoch (Config.Epoch).
 func (c *Controller) StampAt(id uint8, h *rtp.Header, payloadLen int, ext *[2]byte, nowUs int64) {
-	seq, s := c.sent.take()
+	seq := c.sent.take(nowUs)
 	*ext = [2]byte{byte(seq >> 8), byte(seq)}
 	if err := h.SetExtension(id, ext[:]); err != nil {
 		return // the receiver will count the missing number as lost
 	}
-	s.record(seq, h.MarshalSize()+payloadLen, nowUs)
+	c.sent.record(seq, h.MarshalSize()+payloadLen, nowUs)
 }
 
 // BindRTCPReader takes transport-cc feedback out of what the connection

@@ -155,8 +155,8 @@ func TestStampAtUsesTheGivenClock(t *testing.T) {
 func TestFeedbackUpdateDoesNotAllocate(t *testing.T) {
 	c := newController(t)
 	for i := 0; i < 300; i++ {
-		seq, s := c.sent.take()
-		s.record(seq, 1200, int64(i)*1000)
+		seq := c.sent.take(int64(i) * 1000)
+		c.sent.record(seq, 1200, int64(i)*1000)
 	}
 	fb := recorded(t, 0, 300, func(i int) (int64, bool) { return 1_000_000 + int64(i)*1100, i%7 != 0 })
 	src := fb[0]
@@ -181,8 +181,8 @@ func TestFeedbackUpdateDoesNotAllocate(t *testing.T) {
 // read of feedback alone waits for the next packet.
 func TestOtherRTCPPassesThrough(t *testing.T) {
 	c := newController(t)
-	seq, s := c.sent.take()
-	s.record(seq, 1200, 0)
+	seq := c.sent.take(0)
+	c.sent.record(seq, 1200, 0)
 	fb := recorded(t, 0, 1, func(int) (int64, bool) { return 5000, true })[0]
 	others := []rtcp.Packet{
 		&rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: 5, FractionLost: 30}}},
@@ -262,7 +262,7 @@ func TestStampConcurrentStreams(t *testing.T) {
 	}
 	for seq := uint16(writers*each - historySize); seq != uint16(writers*each); seq++ {
 		if _, size, ok := c.sent.lookup(seq, c.nowUs()); !ok || size != 12+4+4+200 {
-			t.Fatalf("seq %d: remembered %v, size %d", seq, ok, size)
+			t.Fatalf("seq %d: remembered %v, size %d (ring %d)", seq, ok, size, len(*c.sent.ring.Load()))
 		}
 	}
 }

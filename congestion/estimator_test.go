@@ -68,8 +68,8 @@ func (s *sim) run(d int64, each func(now int64)) {
 		s.budget += float64(s.c.TargetBitrate()) / 8 / 1000
 		for s.budget >= simPacket {
 			s.budget -= simPacket
-			seq, slot := s.c.sent.take()
-			slot.record(seq, simPacket, s.now)
+			seq := s.c.sent.take(s.now)
+			s.c.sent.record(seq, simPacket, s.now)
 			if at := s.l.send(s.now, simPacket); at >= 0 {
 				s.pending = append(s.pending, arrival{seq, at})
 			}
