@@ -1,13 +1,17 @@
 package loadtest
 
 import (
+	"context"
 	"encoding/binary"
-	"github.com/pion/webrtc/v4"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 )
 
 // videoPacket is what a subscriber reads: the server's sequence number, a
@@ -217,5 +221,26 @@ func TestPacedFrame(t *testing.T) {
 	v.start(2, false)
 	if n, ok := v.send(math.MaxInt, &sc); !ok || n != frame || v.left != 0 {
 		t.Fatalf("unpaced: %d of %d bytes", n, frame)
+	}
+}
+
+// TestScrapeAsksForNoCompression: the progress line scrapes the server's
+// metrics every second; gzip there would be the tester's cost counted as
+// the server's. The scrape still reads the values it needs.
+func TestScrapeAsksForNoCompression(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if enc := r.Header.Get("Accept-Encoding"); enc != "identity" {
+			http.Error(w, "Accept-Encoding "+enc, http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, "# HELP x\nprocess_cpu_seconds_total 1.5\nprocess_resident_memory_bytes 2e+07\nparley_packets_out_total 42\nparley_subscribed_tracks 4\n")
+	}))
+	defer srv.Close()
+	m, err := scrape(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.cpu != 1.5 || m.rss != 2e7 || m.packetsOut != 42 || m.subscribed != 4 {
+		t.Fatalf("read %+v", m)
 	}
 }
