@@ -191,18 +191,27 @@ func pairAddr(p *webrtc.ICECandidatePair) *net.UDPAddr {
 }
 
 // directSender is one DownTrack's encryption state on a direct path: one
-// SRTP context for the DownTrack's SSRCs (media and RTX) for its whole life.
+// SRTP sealer (AEAD profiles) or context (the others) for the DownTrack's
+// SSRCs (media and RTX) for its whole life.
 type directSender struct {
 	mu   sync.Mutex // the context and buffer: the writer and the NACK/padding path
 	path *directPath
-	ctx  *srtp.Context
-	tcc  uint8 // transport-cc header extension id; 0: not negotiated
+	gcm  *gcmSealer    // AEAD profiles (srtpgcm.go)
+	ctx  *srtp.Context // the others
+	tcc  uint8         // transport-cc header extension id; 0: not negotiated
 	ext  [2]byte
 	hdr  rtp.Header // EncryptRTP's parse of the packet
 	buf  [packetMTU + 64]byte
 }
 
 func newDirectSender(p *directPath, tcc uint8) (*directSender, error) {
+	if gcmProfile(p.profile) {
+		g, err := newGCMSealer(p.key, p.salt)
+		if err != nil {
+			return nil, err
+		}
+		return &directSender{path: p, gcm: g, tcc: tcc}, nil
+	}
 	ctx, err := srtp.CreateContext(p.key, p.salt, p.profile)
 	if err != nil {
 		return nil, err
@@ -233,15 +242,20 @@ func (s *directSender) write(h *rtp.Header, payload []byte, q *sendBatch, note t
 	if q != nil {
 		buf = q.next()
 	}
-	n, err := h.MarshalTo(buf)
+	hl, err := h.MarshalTo(buf)
 	if err != nil {
 		return false, err
 	}
-	if n+len(payload) > packetMTU {
+	if hl+len(payload) > packetMTU {
 		return false, errTooLarge
 	}
-	n += copy(buf[n:], payload)
-	out, err := s.ctx.EncryptRTP(buf[:0], buf[:n], &s.hdr)
+	n := hl + copy(buf[hl:], payload)
+	var out []byte
+	if s.gcm != nil {
+		out, err = s.gcm.seal(buf, n, hl, h.SSRC, h.SequenceNumber)
+	} else {
+		out, err = s.ctx.EncryptRTP(buf[:0], buf[:n], &s.hdr)
+	}
 	if err != nil {
 		return false, err
 	}
