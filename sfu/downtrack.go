@@ -289,15 +289,10 @@ func (d *DownTrack) attach(t *Track) {
 		l.addDown(d)
 	}
 	d.subMu.Unlock()
-	go d.watch(t)
-}
-
-// watch detaches from a source that ended.
-func (d *DownTrack) watch(t *Track) {
-	select {
-	case <-t.Done():
+	if t.isDone() {
+		// It ended meanwhile: its Close may have run before d was in
+		// its set (Track.Close detaches the others).
 		t.removeDown(d)
-	case <-d.closed:
 	}
 }
 

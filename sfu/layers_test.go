@@ -752,3 +752,65 @@ func TestLayerSwitchAsksAgainForALostKeyframe(t *testing.T) {
 		t.Fatalf("forwarded %d packets", len(w.pkts))
 	}
 }
+
+// TestEndedTrackDetachesItsDownTracks: a track that ends leaves no
+// DownTrack attached to it or its layers, one attaching at the same moment
+// included, and attaching costs no goroutine per DownTrack.
+func TestEndedTrackDetachesItsDownTracks(t *testing.T) {
+	attached := func(tr *Track, d *DownTrack) bool {
+		if tr.all.has(d) {
+			return true
+		}
+		for i := range maxLayers {
+			if l := tr.layer(i); l != nil && l.downs.has(d) {
+				return true
+			}
+		}
+		return false
+	}
+	tr := simTrack()
+	before := runtime.NumGoroutine()
+	var downs []*DownTrack
+	for range 100 {
+		d := NewDownTrack(tr, "s")
+		d.attach(tr)
+		downs = append(downs, d)
+	}
+	if n := runtime.NumGoroutine() - before; n >= 50 {
+		t.Fatalf("attaching 100 DownTracks started %d goroutines", n)
+	}
+	if !attached(tr, downs[0]) || !attached(tr, downs[99]) {
+		t.Fatal("not attached")
+	}
+	tr.Close()
+	for i, d := range downs {
+		if attached(tr, d) {
+			t.Fatalf("DownTrack %d still attached to the ended track", i)
+		}
+	}
+	late := NewDownTrack(tr, "s")
+	late.attach(tr)
+	if attached(tr, late) {
+		t.Fatal("a DownTrack attached after the end stays attached")
+	}
+	// Attaching while the track ends (run with -race).
+	for round := range 200 {
+		tr := simTrack()
+		ds := []*DownTrack{NewDownTrack(tr, "a"), NewDownTrack(tr, "b"), NewDownTrack(tr, "c")}
+		var wg sync.WaitGroup
+		for _, d := range ds {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.attach(tr)
+			}()
+		}
+		tr.Close()
+		wg.Wait()
+		for i, d := range ds {
+			if attached(tr, d) {
+				t.Fatalf("round %d: DownTrack %d attached as the track ended stays attached", round, i)
+			}
+		}
+	}
+}

@@ -286,6 +286,12 @@ func (t *Track) Muted() bool { return t.muted.Load() }
 func (t *Track) Close() {
 	t.closeOnce.Do(func() {
 		close(t.done)
+		// Detach its subscribers' copies. One attaching at the same time
+		// finds done closed and detaches itself (DownTrack.attach), so
+		// no goroutine per DownTrack has to wait for the end.
+		for _, d := range t.all.load() {
+			t.removeDown(d)
+		}
 		if t.stats != nil {
 			t.stats.endTrack(t)
 		}
