@@ -123,6 +123,20 @@ func TestPresenceEntryIsTakenOverByDuplicate(t *testing.T) {
 	}
 }
 
+// sentOrQueued counts what alice's writer sent and what waits for it. The
+// port's count is read on both sides of the queue's length and the read
+// repeated until it did not move: otherwise a message the writer moved
+// from the queue to the port between the two reads would count twice.
+func sentOrQueued(queued func() int, sent *atomic.Int64) int64 {
+	for {
+		s1 := sent.Load()
+		n := queued()
+		if sent.Load() == s1 {
+			return s1 + int64(n)
+		}
+	}
+}
+
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -237,12 +251,12 @@ func FuzzDataMessage(f *testing.F) {
 	r := m.Room("fuzz")
 	f.Fuzz(func(t *testing.T, lossy bool, msg []byte) {
 		alice.lossyErrAt = time.Time{} // every lossy error is reported
-		before := alice.dq.Len() + int(ap.sent.Load())
+		before := sentOrQueued(alice.dq.Len, &ap.sent)
 		alice.handleData(lossy, msg)
 		var head struct{ Type string }
 		if json.Unmarshal(msg, &head) != nil && len(msg) <= 2048 {
 			// Not JSON: exactly one error for the sender.
-			waitUntil(t, func() bool { return alice.dq.Len()+int(ap.sent.Load()) >= before+1 })
+			waitUntil(t, func() bool { return sentOrQueued(alice.dq.Len, &ap.sent) >= before+1 })
 		}
 		r.dmu.Lock()
 		defer r.dmu.Unlock()
