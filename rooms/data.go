@@ -254,6 +254,11 @@ func (p *Participant) writeLossy(port dataPort) {
 			return
 		case <-p.lq.Ready():
 			for {
+				select {
+				case <-p.dataDone:
+					return
+				default:
+				}
 				msg, ok := p.lq.Pop()
 				if !ok {
 					break

@@ -203,6 +203,11 @@ func (c *conn) writeLoop() {
 		select {
 		case <-c.out.Ready():
 			for {
+				select {
+				case <-c.done:
+					return
+				default:
+				}
 				m, ok := c.out.Pop()
 				if !ok {
 					break
