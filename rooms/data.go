@@ -214,57 +214,47 @@ func (p *Participant) enqueueLossy(msg string) {
 
 func (p *Participant) writeData(port dataPort) {
 	stall := p.room.mgr.cfg.Data.StallTimeout
+	send := func(msg string) bool { return p.sendData(port, msg, stall) }
 	for {
 		select {
 		case <-p.dataDone:
 			return
 		case <-p.dq.Ready():
-			for {
-				select {
-				case <-p.dataDone:
-					return
-				default:
-				}
-				msg, ok := p.dq.Pop()
-				if !ok {
-					break
-				}
-				err := port.Send(msg, stall)
-				switch {
-				case err == nil:
-				case errors.Is(err, sfu.ErrDataStalled):
-					go p.fail("slow_client", err)
-					return
-				default: // the channel closed; media may go on
-					r := p.room
-					r.dmu.Lock()
-					r.detachDataLocked(p)
-					r.dmu.Unlock()
-					return
-				}
+			if !p.dq.Drain(p.dataDone, send) {
+				return
 			}
 		}
 	}
 }
 
+// sendData writes one reliable message; false ends the writer.
+func (p *Participant) sendData(port dataPort, msg string, stall time.Duration) bool {
+	err := port.Send(msg, stall)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, sfu.ErrDataStalled):
+		go p.fail("slow_client", err)
+	default: // the channel closed; media may go on
+		r := p.room
+		r.dmu.Lock()
+		r.detachDataLocked(p)
+		r.dmu.Unlock()
+	}
+	return false
+}
+
 func (p *Participant) writeLossy(port dataPort) {
+	send := func(msg string) bool {
+		_ = port.SendLossy(msg) // lossy: a busy channel drops
+		return true
+	}
 	for {
 		select {
 		case <-p.dataDone:
 			return
 		case <-p.lq.Ready():
-			for {
-				select {
-				case <-p.dataDone:
-					return
-				default:
-				}
-				msg, ok := p.lq.Pop()
-				if !ok {
-					break
-				}
-				_ = port.SendLossy(msg) // lossy: a busy channel drops
-			}
+			p.lq.Drain(p.dataDone, send)
 		}
 	}
 }

@@ -197,31 +197,14 @@ func (c *conn) readLoop() {
 func (c *conn) writeLoop() {
 	defer close(c.wdone)
 	failed := func() { _ = c.ws.SetReadDeadline(time.Now().Add(time.Second)) }
+	write := func(m outMsg) bool { return c.write(m, failed) }
 	ping := time.NewTicker(c.s.cfg.PingInterval)
 	defer ping.Stop()
 	for {
 		select {
 		case <-c.out.Ready():
-			for {
-				select {
-				case <-c.done:
-					return
-				default:
-				}
-				m, ok := c.out.Pop()
-				if !ok {
-					break
-				}
-				deadline := time.Now().Add(c.s.cfg.WriteTimeout)
-				if m.closeCode != 0 {
-					_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.closeCode, m.closeText), deadline)
-					return
-				}
-				_ = c.ws.SetWriteDeadline(deadline)
-				if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
-					failed()
-					return
-				}
+			if !c.out.Drain(c.done, write) {
+				return
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
@@ -232,6 +215,22 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// write writes one queued message; false ends the writer (a close frame,
+// or a failed write).
+func (c *conn) write(m outMsg, failed func()) bool {
+	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+	if m.closeCode != 0 {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.closeCode, m.closeText), deadline)
+		return false
+	}
+	_ = c.ws.SetWriteDeadline(deadline)
+	if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
+		failed()
+		return false
+	}
+	return true
 }
 
 // send queues one message for the writer. A client that does not read

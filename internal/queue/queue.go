@@ -10,8 +10,13 @@ package queue
 
 import "sync"
 
-// minCap is the first buffer's length, and the largest kept while empty.
-const minCap = 8
+// minCap is the first buffer's length; keepCap the largest kept while
+// empty, so that a queue that fills and drains with every burst (a chat
+// room's recipients) does not allocate its buffer again each time.
+const (
+	minCap  = 8
+	keepCap = 64
+)
 
 // Queue holds at most limit values. Push never blocks; one goroutine
 // consumes with Ready and Pop. The zero value is not usable: call New.
@@ -72,7 +77,7 @@ func (q *Queue[T]) Pop() (v T, ok bool) {
 	q.n--
 	if q.n == 0 {
 		q.head = 0
-		if len(q.buf) > minCap {
+		if len(q.buf) > keepCap {
 			q.buf = nil // a burst's buffer is not kept
 		}
 	}
@@ -84,6 +89,26 @@ func (q *Queue[T]) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.n
+}
+
+// Drain pops values and hands them to f, oldest first, until the queue is
+// empty. It reports false, leaving the rest, as soon as f does or stop is
+// closed (checked before each value): the consumer's loop then ends.
+func (q *Queue[T]) Drain(stop <-chan struct{}, f func(T) bool) bool {
+	for {
+		select {
+		case <-stop:
+			return false
+		default:
+		}
+		v, ok := q.Pop()
+		if !ok {
+			return true
+		}
+		if !f(v) {
+			return false
+		}
+	}
 }
 
 // Ready receives after a Push. The consumer selects on it, then Pops

@@ -45,8 +45,8 @@ func TestQueueMatchesASlice(t *testing.T) {
 	}
 }
 
-// TestQueueKeepsNoBufferWhenIdle: an empty queue holds no buffer beyond the
-// smallest, so a participant costs little until a burst comes.
+// TestQueueKeepsNoBufferWhenIdle: an empty queue holds no buffer beyond a
+// small one, so a participant costs little until a burst comes.
 func TestQueueKeepsNoBufferWhenIdle(t *testing.T) {
 	q := New[string](1024)
 	if cap(q.buf) != 0 {
@@ -66,7 +66,7 @@ func TestQueueKeepsNoBufferWhenIdle(t *testing.T) {
 	for range 1024 {
 		q.Pop()
 	}
-	if cap(q.buf) > minCap {
+	if cap(q.buf) > keepCap {
 		t.Fatalf("a drained queue keeps %d slots", cap(q.buf))
 	}
 	q.Push("a")
@@ -142,5 +142,31 @@ func BenchmarkPushPop(b *testing.B) {
 	for b.Loop() {
 		q.Push("x")
 		q.Pop()
+	}
+}
+
+// TestQueueDrain: Drain hands every value over in order and reports true
+// when the queue is empty; it stops, keeping the rest, when f says so or
+// stop is closed.
+func TestQueueDrain(t *testing.T) {
+	q := New[int](16)
+	for i := range 5 {
+		q.Push(i)
+	}
+	var got []int
+	if !q.Drain(nil, func(v int) bool { got = append(got, v); return true }) || len(got) != 5 || got[4] != 4 || q.Len() != 0 {
+		t.Fatalf("drained %v, %d left", got, q.Len())
+	}
+	for i := range 5 {
+		q.Push(i)
+	}
+	got = nil
+	if q.Drain(nil, func(v int) bool { got = append(got, v); return v < 2 }) || len(got) != 3 || q.Len() != 2 {
+		t.Fatalf("f said stop at 2: took %v, %d left", got, q.Len())
+	}
+	stop := make(chan struct{})
+	close(stop)
+	if q.Drain(stop, func(int) bool { t.Fatal("a value after stop"); return true }) || q.Len() != 2 {
+		t.Fatalf("stop closed: %d left", q.Len())
 	}
 }
