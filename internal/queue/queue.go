@@ -5,7 +5,7 @@
 // signaling and data-channel queues, sized for a burst (512 and 1024
 // messages), cost every participant about 45 KB while almost always
 // empty. A Queue starts with no buffer, grows by doubling up to its
-// limit, and drops its buffer again once drained.
+// limit, and once drained keeps a buffer of at most 64 slots.
 package queue
 
 import "sync"
