@@ -196,8 +196,7 @@ func (c *conn) readLoop() {
 // (the owner closes the socket).
 func (c *conn) writeLoop() {
 	defer close(c.wdone)
-	failed := func() { _ = c.ws.SetReadDeadline(time.Now().Add(time.Second)) }
-	write := func(m outMsg) bool { return c.write(m, failed) }
+	write := c.write // one method value, not one per wake-up
 	ping := time.NewTicker(c.s.cfg.PingInterval)
 	defer ping.Stop()
 	for {
@@ -208,7 +207,7 @@ func (c *conn) writeLoop() {
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
-				failed()
+				c.writeFailed()
 				return
 			}
 		case <-c.done:
@@ -219,7 +218,7 @@ func (c *conn) writeLoop() {
 
 // write writes one queued message; false ends the writer (a close frame,
 // or a failed write).
-func (c *conn) write(m outMsg, failed func()) bool {
+func (c *conn) write(m outMsg) bool {
 	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
 	if m.closeCode != 0 {
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(m.closeCode, m.closeText), deadline)
@@ -227,11 +226,15 @@ func (c *conn) write(m outMsg, failed func()) bool {
 	}
 	_ = c.ws.SetWriteDeadline(deadline)
 	if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
-		failed()
+		c.writeFailed()
 		return false
 	}
 	return true
 }
+
+// writeFailed shortens the reader's deadline: the socket is broken, and
+// the reader ends the session after reading what the client sent last.
+func (c *conn) writeFailed() { _ = c.ws.SetReadDeadline(time.Now().Add(time.Second)) }
 
 // send queues one message for the writer. A client that does not read
 // fills its queue and is disconnected; it never blocks the room.

@@ -26,7 +26,6 @@ type Queue[T any] struct {
 	head, n int
 	limit   int
 	ready   chan struct{} // holds a token while the queue may be non-empty
-	zero    T
 }
 
 // New makes a Queue for at most limit values (limit ≥ 1).
@@ -72,7 +71,8 @@ func (q *Queue[T]) Pop() (v T, ok bool) {
 		return v, false
 	}
 	v = q.buf[q.head]
-	q.buf[q.head] = q.zero // let the garbage collector have it
+	var zero T
+	q.buf[q.head] = zero // let the garbage collector have it
 	q.head = (q.head + 1) & (len(q.buf) - 1)
 	q.n--
 	if q.n == 0 {
